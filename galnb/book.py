@@ -1,0 +1,210 @@
+"""Build the book: execute every chapter once with papermill, then render with Jupyter Book."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .runs import SCALE_CHOICES, project_root, resolve_scale
+
+__all__ = ["CHAPTERS", "Execution", "executions", "sync_notebooks", "build_book"]
+
+CHAPTERS: tuple[str, ...] = ("01_data", "02_cfm_theory", "03_train", "04_vae_nf", "05_evaluation", "06_degeneracy")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One papermill execution of a chapter: the source notebook, the page it becomes, extra parameters."""
+
+    notebook: str
+    page: str
+    params: tuple[tuple[str, object], ...] = ()
+
+
+def executions() -> list[Execution]:
+    """Chapters in dependency order. Chapter 03 runs twice: the photometry model gets its own page."""
+    return [
+        Execution("01_data", "01_data"),
+        Execution("02_cfm_theory", "02_cfm_theory"),
+        Execution("03_train", "03_train_phot", (("model", "phot"),)),
+        Execution("03_train", "03_train", (("model", "image"),)),
+        Execution("04_vae_nf", "04_vae_nf"),
+        Execution("05_evaluation", "05_evaluation"),
+        Execution("06_degeneracy", "06_degeneracy"),
+    ]
+
+
+def sync_notebooks(root: Path | None = None) -> list[Path]:
+    """Write each ``notebooks/NN_name.ipynb`` from its reviewed ``.py`` (no outputs, kernel python3)."""
+    import jupytext
+
+    root = root or project_root()
+    written = []
+    for py in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
+        nb = jupytext.read(py)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+        jupytext.write(nb, py.with_suffix(".ipynb"))
+        written.append(py.with_suffix(".ipynb"))
+    return written
+
+
+def _run(cmd: list[str], **kwargs) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def build_book(
+    scale: str = "ci",
+    data: str = "mock",
+    seed: int = 0,
+    device: str = "auto",
+    run_dir: str = "runs",
+    out: str | Path = "_build/book",
+    only: list[str] | None = None,
+) -> Path:
+    """Execute every chapter once, in order, then render the executed notebooks.
+
+    The book is rendered from a staging folder ``out`` holding the book pages and the
+    executed notebooks, so Jupyter Book never executes anything itself. Sphinx
+    warnings are errors, and a failing cell stops the build (papermill raises).
+
+    Returns:
+        the folder holding ``index.html``.
+    """
+    resolve_scale(scale)  # fail on a bad scale before any work
+    root = project_root()
+    out = (root / out).resolve() if not Path(out).is_absolute() else Path(out)
+    staged_nb = out / "notebooks"
+    if out.exists():
+        shutil.rmtree(out)
+    staged_nb.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(root / name, out / name)
+    shutil.copytree(root / "book", out / "book")
+    common = {"scale": scale, "data": data, "seed": seed, "device": device, "run_dir": str((root / run_dir).resolve())}
+    timings = []
+    for ex in executions():
+        if only and ex.notebook not in only:
+            continue
+        params = {**common, **dict(ex.params)}
+        flags = [x for k, v in params.items() for x in ("-p", k, str(v))]
+        start = time.time()
+        _run([sys.executable, "-m", "papermill", str(root / "notebooks" / f"{ex.notebook}.ipynb"),
+              str(staged_nb / f"{ex.page}.ipynb"), "--cwd", str(root), "-k", "python3", "--log-output", *flags])
+        timings.append((ex.page, time.time() - start))
+    for page, seconds in timings:
+        print(f"executed {page:<16} {seconds:7.1f} s")
+    if only:
+        print("--only given: chapters executed, book not rendered (it needs every chapter)")
+        return staged_nb
+    run_folder = next((root / run_dir).resolve().glob(f"{resolve_scale(scale).name}-*-seed{seed}"), None)
+    _write_execution_page(out / "book" / "execution.md", run_folder, timings)
+    _write_results_page(out / "book" / "results.md", staged_nb)
+    _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
+    html = out / "_build" / "html"
+    print(f"book: {html / 'index.html'}")
+    return html
+
+
+_GLUE_FIGURE = re.compile(r"```\{glue:figure\}\s+(?P<key>\S+)\n(?P<opts>(?::[^\n]*\n)*)\n?(?P<caption>.*?)```", re.S)
+
+
+def _glued_outputs(nb_path: Path) -> list[tuple[str, str]]:
+    """(key, kind) of every glued figure or table in an executed notebook, in order."""
+    import nbformat
+
+    found = []
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = output.get("data", {})
+            if name and any(k.endswith("image/png") for k in data):
+                found.append((name, "figure"))
+            elif name and any(k.endswith("text/html") for k in data):
+                found.append((name, "table"))
+    return found
+
+
+def _captions(nb_path: Path) -> dict[str, tuple[str, str | None]]:
+    """key → (caption, label) from the chapter's own ``glue:figure`` directives."""
+    import nbformat
+
+    out = {}
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            for m in _GLUE_FIGURE.finditer(cell.source):
+                label = re.search(r":name:\s*(\S+)", m["opts"])
+                out[m["key"]] = (" ".join(m["caption"].split()), label[1] if label else None)
+    return out
+
+
+def _title(nb_path: Path) -> str:
+    import nbformat
+
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            return cell.source.lstrip()[2:].splitlines()[0].strip()
+    return nb_path.stem
+
+
+def _write_results_page(page: Path, staged_nb: Path) -> None:
+    """Every glued figure and table of every chapter, each linking back to where it was made."""
+    lines = [page.read_text().rstrip(), ""]
+    for ex in executions():
+        nb = staged_nb / f"{ex.page}.ipynb"
+        doc = f"../notebooks/{ex.page}"
+        captions = _captions(nb)
+        items = _glued_outputs(nb)
+        if not items:
+            continue
+        lines += [f"## {_title(nb)}" + (f" ({', '.join(f'{k}={v}' for k, v in ex.params)})" if ex.params else ""), ""]
+        for key, kind in items:
+            caption, label = captions.get(key, ("", None))
+            where = f"{{ref}}`in its chapter <{label}>`" if label else f"{{doc}}`in its chapter <{doc}>`"
+            lines += [f"```{{glue:figure}} {key}", f":doc: {doc}.ipynb", "",
+                      f"{caption} *(The {kind} `{key}`, made {where}.)*", "```", ""]
+    page.write_text("\n".join(lines))
+
+
+def _write_execution_page(page: Path, run_folder: Path | None, timings: list[tuple[str, float]]) -> None:
+    import pandas as pd
+
+    recorded = json.loads((run_folder / "timings.json").read_text()) if run_folder and (run_folder / "timings.json").exists() else {}
+    rows = []
+    for (name, seconds), ex in zip(timings, executions()):
+        info = recorded.get(ex.notebook + "".join(f"-{v}" for _, v in ex.params), {})
+        rows.append({"page": name, "notebook": ex.notebook, "scale": info.get("scale", "?"),
+                     "hardware": info.get("hardware", "?"), "chapter wall time [s]": info.get("wall_s", float("nan")),
+                     "papermill wall time [s]": round(seconds, 1)})
+    table = pd.DataFrame(rows).to_markdown(index=False) if rows else "(no chapter executed)"
+    page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", table))
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m galnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    book = sub.add_parser("book", help="execute every chapter and build the book")
+    book.add_argument("--scale", default="ci", choices=SCALE_CHOICES)
+    book.add_argument("--data", default="mock", help="'mock', 'sdss' or a folder in the common format")
+    book.add_argument("--seed", type=int, default=0)
+    book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    book.add_argument("--run-dir", default="runs")
+    book.add_argument("--out", default="_build/book")
+    book.add_argument("--only", nargs="*", help="execute only these notebooks (e.g. 01_data 02_cfm_theory)")
+    sub.add_parser("sync", help="regenerate notebooks/*.ipynb from their .py sources")
+    args = parser.parse_args(argv)
+    if args.command == "sync":
+        for path in sync_notebooks():
+            print(f"wrote {path}")
+        return 0
+    build_book(args.scale, args.data, args.seed, args.device, args.run_dir, args.out, args.only)
+    return 0

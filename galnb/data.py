@@ -1,0 +1,319 @@
+"""The on-disk data store shared by every source, splits and standardisation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .properties import MAG_COLUMNS, TARGETS
+from .runs import atomic_write, file_hash
+
+if TYPE_CHECKING:
+    from .runs import Run
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_COLUMNS",
+    "Store",
+    "StoreError",
+    "Standardizer",
+    "load_store",
+    "write_store",
+    "ensure_store",
+    "split_indices",
+    "photometry_features",
+    "images_to_tensor",
+]
+
+#: Bumped whenever the layout changes; older stores are refused with a clear error.
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS: tuple[str, ...] = ("objid", "z", *TARGETS, *MAG_COLUMNS)
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+_FILES = ("catalog.parquet", "images.npy", "splits.npz", "meta.json")
+
+
+class StoreError(ValueError):
+    """A data store (or a file in it) is missing, corrupt or from another version."""
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Zero-mean, unit-variance transform of the columns of an array.
+
+    Arguments:
+        mean: (D,) column means of the training split.
+        std: (D,) column standard deviations of the training split.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Standardizer":
+        x = np.asarray(x, dtype=np.float64)
+        return cls(x.mean(axis=0), x.std(axis=0) + 1e-12)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+    def inverse(self, y):
+        return y * self.std + self.mean
+
+    @property
+    def log_det(self) -> float:
+        """log |d standardised / d physical|: add it to a standardised-space log-density."""
+        return float(-np.log(self.std).sum())
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Standardizer":
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
+
+
+@dataclass
+class Store:
+    """A data set in the common format, opened read-only.
+
+    Files in ``root``: ``catalog.parquet`` (one row per galaxy), ``images.npy``
+    (uint8 ``(N, H, W, 3)``, read memory-mapped), ``splits.npz`` (train/val/test
+    row indices), ``meta.json`` (format version, source, generating parameters,
+    standardisation statistics of the training split, file hashes).
+    """
+
+    root: Path
+    catalog: pd.DataFrame
+    images: np.ndarray
+    splits: dict[str, np.ndarray]
+    meta: dict
+
+    def standardizer(self, columns: tuple[str, ...]) -> Standardizer:
+        """The training-split standardisation of ``columns`` saved with the store."""
+        stats = self.meta["stats"]
+        missing = [c for c in columns if c not in stats]
+        if missing:
+            raise StoreError(f"{self.root / 'meta.json'} has no statistics for {missing}")
+        return Standardizer(np.array([stats[c]["mean"] for c in columns]), np.array([stats[c]["std"] for c in columns]))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash that names this data set in manifests of downstream artifacts."""
+        return self.meta["hashes"]["catalog.parquet"] + "-" + self.meta["hashes"]["images.npy"]
+
+
+def split_indices(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic 80/10/10 train/val/test row indices for ``n`` rows and ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(round(0.8 * n)), int(round(0.1 * n))
+    return {
+        "train": np.sort(order[:n_train]),
+        "val": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
+
+
+def _check_catalog(catalog: pd.DataFrame, source: Path | str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in catalog.columns]
+    if missing:
+        raise StoreError(f"{source}: missing column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
+    numeric = catalog.select_dtypes(include=[np.number])
+    bad = numeric.columns[(~np.isfinite(numeric.to_numpy(dtype=float))).any(axis=0) | (numeric.to_numpy(dtype=float) <= -9999).any(axis=0)]
+    if len(bad):
+        rows = int((~np.isfinite(numeric[bad].to_numpy(dtype=float)) | (numeric[bad].to_numpy(dtype=float) <= -9999)).any(axis=1).sum())
+        raise StoreError(f"{source}: {rows} row(s) with NaN/inf or -9999 in column(s) {list(bad)}; remove or fill them first")
+
+
+def _check_images(images: np.ndarray, n: int, source: Path | str) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise StoreError(f"{source}: images must be uint8 (N, H, H, 3); got {images.dtype} {images.shape}")
+    if images.shape[0] != n:
+        raise StoreError(f"{source}: {images.shape[0]} images for {n} catalog rows")
+
+
+def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, seed: int, source: str, params: dict) -> Store:
+    """Write a data set in the common format and return it opened.
+
+    Every file is written to a temporary name and renamed, and ``meta.json`` (which
+    marks the store complete) goes last, so a crash leaves no store that loads.
+
+    Arguments:
+        root: folder of the store.
+        catalog: (N rows) with at least ``REQUIRED_COLUMNS``.
+        images: uint8 (N, H, H, 3) gri composites.
+        seed: seed of the 80/10/10 split.
+        source: "mock", "sdss" or "user".
+        params: generating parameters, recorded in ``meta.json``.
+    """
+    root = Path(root)
+    _check_catalog(catalog, "catalog")
+    _check_images(images, len(catalog), "images")
+    root.mkdir(parents=True, exist_ok=True)
+    meta_path = root / "meta.json"
+    if meta_path.exists():  # an old store is invalid from the first byte we change
+        meta_path.unlink()
+    catalog = catalog.reset_index(drop=True)
+    splits = split_indices(len(catalog), seed)
+    with atomic_write(root / "catalog.parquet") as fh:
+        catalog.to_parquet(fh, index=False)
+    with atomic_write(root / "images.npy") as fh:
+        np.save(fh, np.ascontiguousarray(images))
+    with atomic_write(root / "splits.npz") as fh:
+        np.savez(fh, **splits)
+    train = catalog.iloc[splits["train"]]
+    stats = {c: {"mean": float(train[c].mean()), "std": float(train[c].std(ddof=0)) + 1e-12}
+             for c in catalog.select_dtypes(include=[np.number]).columns if c != "objid"}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "params": params,
+        "seed": seed,
+        "n": len(catalog),
+        "image_size": int(images.shape[1]),
+        "split_sizes": {k: int(len(v)) for k, v in splits.items()},
+        "stats": stats,
+        "hashes": {name: file_hash(root / name) for name in _FILES[:3]},
+    }
+    with atomic_write(meta_path, "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return load_store(root)
+
+
+def load_store(root: str | Path, verify: bool = False) -> Store:
+    """Open a store read-only (images memory-mapped), checking version and shapes.
+
+    Arguments:
+        root: the store's folder.
+        verify: also re-hash every file against ``meta.json`` (slow for big stores).
+    Raises:
+        StoreError naming the file and the problem.
+    """
+    root = Path(root)
+    meta_path = root / "meta.json"
+    if not meta_path.exists():
+        raise StoreError(f"{root}: no complete data store here (meta.json missing)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise StoreError(f"{meta_path}: not valid JSON ({err})") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"{meta_path}: store format version {meta.get('format_version')!r}, this galnb reads version "
+            f"{FORMAT_VERSION}; regenerate it (chapter 01) into a new run_dir"
+        )
+    for name in _FILES[:3]:
+        if not (root / name).exists():
+            raise StoreError(f"{root / name}: missing from the store")
+    if verify:
+        for name, digest in meta["hashes"].items():
+            if file_hash(root / name) != digest:
+                raise StoreError(f"{root / name}: contents differ from the hash in meta.json (corrupt or edited)")
+    try:
+        catalog = pd.read_parquet(root / "catalog.parquet")
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise StoreError(f"{root / 'catalog.parquet'}: cannot be read ({err})") from err
+    try:
+        images = np.load(root / "images.npy", mmap_mode="r")
+    except (ValueError, OSError) as err:
+        raise StoreError(f"{root / 'images.npy'}: cannot be read, truncated or corrupt ({err})") from err
+    _check_catalog(catalog, root / "catalog.parquet")
+    _check_images(images, len(catalog), root / "images.npy")
+    with np.load(root / "splits.npz") as z:
+        splits = {k: z[k] for k in ("train", "val", "test")}
+    return Store(root, catalog, images, splits, meta)
+
+
+def _mock_params(run: "Run") -> dict:
+    return {"n": run.scale.n_galaxies, "image_size": run.scale.image_size, "seed": run.seed}
+
+
+def ensure_store(run: "Run", progress: bool = True) -> Store:
+    """The run's data set: loaded if present, else made (``mock``) or imported (a folder).
+
+    A store is reused only if its generating parameters match the run's; a mismatch
+    is an error rather than a silent overwrite. ``data="sdss"`` needs the download
+    of ``galnb.sdss`` first (network access).
+    """
+    root = run.data_dir
+    if (root / "meta.json").exists():
+        store = load_store(root)
+        if run.data == "mock" and store.meta["params"] != _mock_params(run):
+            raise StoreError(
+                f"{root}: holds a data set made with {store.meta['params']}, but this run asks for "
+                f"{_mock_params(run)}; use another run_dir or delete that folder"
+            )
+        return store
+    if run.data == "mock":
+        from .simulation import simulate_survey
+
+        params = _mock_params(run)
+        catalog, images, funnel = simulate_survey(params["n"], params["image_size"], run.seed, progress=progress)
+        params_out = dict(params)
+        store = write_store(root, catalog, images, seed=run.seed, source="mock", params=params_out)
+        with atomic_write(root / "funnel.csv", "w") as fh:
+            funnel.to_csv(fh, index=False)
+        return store
+    if run.data == "sdss":
+        raise StoreError(
+            f"{root}: no SDSS store yet. Download it on a machine with network access with "
+            f"`python -m galnb sdss --run-dir {run.dir.parent} --scale {run.scale.name}` (see galnb.sdss)"
+        )
+    return import_folder(Path(run.data), root, seed=run.seed, image_size=run.scale.image_size)
+
+
+def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> Store:
+    """Import a reader's folder in the common format (a store) or cutouts + ``catalog.csv``.
+
+    A folder that already is a store is copied; otherwise it must hold ``catalog.csv``
+    with ``REQUIRED_COLUMNS`` and ``images/<objid>.jpg`` cutouts.
+    """
+    if (folder / "meta.json").exists():
+        load_store(folder)  # validate before copying
+        shutil.copytree(folder, root, dirs_exist_ok=True)
+        return load_store(root)
+    csv = folder / "catalog.csv"
+    if not csv.exists():
+        raise StoreError(f"{folder}: neither a galnb store (meta.json) nor a folder with catalog.csv + images/")
+    catalog = pd.read_csv(csv)
+    _check_catalog(catalog, csv)
+    images = np.stack([read_cutout(folder / "images" / f"{objid}.jpg", image_size) for objid in catalog["objid"]])
+    return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
+
+
+def read_cutout(path: Path, image_size: int) -> np.ndarray:
+    """A JPEG cutout as uint8 (image_size, image_size, 3), centre-cropped if larger."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise StoreError(f"{path}: not a readable JPEG cutout ({err})") from err
+    h, w, _ = arr.shape
+    if h < image_size or w < image_size:
+        raise StoreError(f"{path}: cutout is {h}x{w} px, smaller than image_size={image_size}")
+    top, left = (h - image_size) // 2, (w - image_size) // 2
+    return arr[top : top + image_size, left : left + image_size]
+
+
+def photometry_features(catalog: pd.DataFrame) -> np.ndarray:
+    """The CFM paper's f_phot: ugriz model magnitudes, (N, 5) float32 (standardise after)."""
+    return catalog[list(MAG_COLUMNS)].to_numpy(dtype=np.float32)
+
+
+def images_to_tensor(images: np.ndarray):
+    """uint8 (B, H, W, 3) → float32 torch tensor (B, 3, H, W) in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)

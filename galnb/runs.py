@@ -1,0 +1,393 @@
+"""Scales, notebook parameters, the run directory and its manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "Scale",
+    "SCALES",
+    "MODELS",
+    "Run",
+    "start_chapter",
+    "resolve_scale",
+    "resolve_device",
+    "project_root",
+    "atomic_write",
+    "file_hash",
+    "MissingArtifact",
+]
+
+SCALE_ENV = "GALNB_SCALE"
+RUN_DIR_ENV = "GALNB_RUN_DIR"
+MODELS: tuple[str, ...] = ("phot", "image")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size knob of one scale, so that no chapter invents its own.
+
+    ``ci`` runs every notebook in minutes on 2 CPU cores; ``small`` takes about a
+    CPU hour for the whole book; ``paper`` is the papers' setting (GPU).
+    """
+
+    name: str
+    n_galaxies: int  # after the survey's selection cuts
+    image_size: int  # cutout side in pixels at 0.396"/px
+    max_epochs: int
+    patience: int  # early-stopping patience in epochs
+    lr: float  # AdamW learning rate of the CFM models
+    batch_size: int
+    ode_steps: int  # RK4 steps when sampling / computing log p
+    n_draws: int  # posterior draws per test object
+    n_eval: int  # test objects scored in chapter 05
+    toy_train_steps: int  # optimiser steps on chapter 02's analytic problem
+    toy_n_samples: int  # posterior draws shown in chapter 02
+    vae_epochs: int
+    flow_epochs: int
+    n_ensemble: int  # VAE-NF seeds for the epistemic uncertainty
+
+
+SCALES: dict[str, Scale] = {
+    s.name: s
+    for s in (
+        Scale("ci", 2_000, 32, 8, 3, 1e-3, 64, 20, 200, 100, 1_500, 2_000, 4, 20, 2),
+        Scale("small", 12_000, 64, 40, 6, 3e-4, 64, 50, 500, 500, 8_000, 5_000, 20, 60, 3),
+        Scale("paper", 106_800, 128, 300, 10, 5e-5, 64, 100, 1_000, 1_000, 30_000, 10_000, 50, 200, 5),
+    )
+}
+SCALE_CHOICES: tuple[str, ...] = (*SCALES, "auto")
+
+
+class MissingArtifact(FileNotFoundError):
+    """An upstream chapter's output is not in the run directory."""
+
+
+def _choice_error(name: str, value: object, choices: tuple[str, ...]) -> ValueError:
+    return ValueError(f"parameter {name}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_scale(scale: str) -> Scale:
+    """The Scale for a notebook's ``scale`` parameter.
+
+    ``$GALNB_SCALE`` overrides the parameter; ``"auto"`` means ``paper`` when CUDA is
+    available and ``ci`` otherwise.
+    """
+    value = os.environ.get(SCALE_ENV) or scale
+    if value not in SCALE_CHOICES:
+        source = f"${SCALE_ENV}" if os.environ.get(SCALE_ENV) else "scale"
+        raise _choice_error(source, value, SCALE_CHOICES)
+    if value == "auto":
+        value = "paper" if _cuda_available() else "ci"
+    return SCALES[value]
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a notebook's ``device`` parameter."""
+    if device not in DEVICES:
+        raise _choice_error("device", device, DEVICES)
+    if device == "auto":
+        return "cuda" if _cuda_available() else "cpu"
+    if device == "cuda" and not _cuda_available():
+        raise ValueError("parameter device='cuda' but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    return device
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The repository root (the folder holding ``_toc.yml``), else the working directory.
+
+    Notebooks run from ``notebooks/`` in Jupyter and from the root under papermill;
+    both must find the same run directory.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists() and (folder / "galnb").is_dir():
+            return folder
+    return here
+
+
+def _validate_data(data: str) -> str:
+    if data in ("mock", "sdss"):
+        return data
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise ValueError(f"parameter data={data!r} is not 'mock', 'sdss' or an existing folder")
+    return str(path.resolve())
+
+
+def _data_key(data: str) -> str:
+    if data in ("mock", "sdss"):
+        return data
+    return "user-" + hashlib.sha1(data.encode()).hexdigest()[:8]
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"parameter run_dir={str(path)!r} is not a writable folder: {err}") from err
+    return path
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(), capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+_VERSIONED = ("galnb", "torch", "numpy", "scipy", "galsim", "bagpipes", "zuko", "matplotlib")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def file_hash(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 (first 16 hex digits) of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
+    """Open a temporary file beside ``path`` and rename it over ``path`` on success.
+
+    A crash mid-write leaves the old file (or none), never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Run:
+    """One chapter's run: validated parameters and the run directory's layout.
+
+    Layout of ``dir`` (one folder per scale, data and seed)::
+
+        data/                 the survey store (chapter 01)
+        models/<model>/       checkpoints of the CFM models (chapter 03)
+        models/vaenf-<cond>/  VAE-NF checkpoints (chapter 04)
+        posteriors/<model>.npz  posterior draws and log-densities on test objects
+        metrics/              metric tables (chapter 05)
+        timings.json          wall time of each chapter
+    """
+
+    chapter: str
+    scale: Scale
+    data: str
+    seed: int
+    device: str
+    dir: Path
+    params: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def model_dir(self, model: str) -> Path:
+        return self.dir / "models" / model
+
+    def posterior_path(self, model: str) -> Path:
+        return self.dir / "posteriors" / f"{model}.npz"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.dir / "metrics"
+
+    def papermill_command(self, notebook: str, **extra: object) -> str:
+        """The command that reproduces ``notebook`` with this run's parameters."""
+        params = {"scale": self.scale.name, "data": self.data, "seed": self.seed, **extra}
+        flags = " ".join(f"-p {k} {v}" for k, v in params.items())
+        return f"papermill notebooks/{notebook}.ipynb /tmp/{notebook}.out.ipynb {flags}"
+
+    def require(self, path: Path, notebook: str, **extra: object) -> Path:
+        """``path`` if it exists, else an error naming the chapter that writes it."""
+        if not Path(path).exists():
+            raise MissingArtifact(
+                f"{path} is missing: chapter {notebook} writes it. Run it first with\n"
+                f"  {self.papermill_command(notebook, **extra)}"
+            )
+        return Path(path)
+
+    def card(self) -> dict[str, str]:
+        versions = package_versions()
+        return {
+            "chapter": self.chapter,
+            "scale": self.scale.name,
+            "data": self.data,
+            "device": self.device + (f" ({_gpu_name()})" if self.device == "cuda" else ""),
+            "seed": str(self.seed),
+            "run directory": str(self.dir),
+            "git commit": git_commit(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.started)),
+            "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
+        }
+
+    def finish(self) -> float:
+        """Record this chapter's wall time in ``timings.json`` and return it (s)."""
+        wall = time.time() - self.started
+        path = self.dir / "timings.json"
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        key = self.chapter + (f"-{self.params['model']}" if "model" in self.params else "")
+        timings[key] = {
+            "wall_s": round(wall, 1),
+            "scale": self.scale.name,
+            "device": self.device,
+            "hardware": _hardware(self.device),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        with atomic_write(path, "w") as fh:
+            json.dump(timings, fh, indent=2)
+        return wall
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+
+
+def _hardware(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return f"{torch.cuda.device_count()} x {_gpu_name()}"
+    return f"{os.cpu_count()} CPU cores ({platform.machine()})"
+
+
+def start_chapter(
+    chapter: str,
+    *,
+    scale: str,
+    data: str,
+    seed: int,
+    device: str,
+    run_dir: str,
+    show: bool = True,
+    **extra: object,
+) -> Run:
+    """Validate a notebook's parameters, set seeds, show the run card.
+
+    Every check here is cheap, so a bad parameter fails within seconds, before any
+    heavy work. ``$GALNB_RUN_DIR`` overrides ``run_dir``.
+
+    Arguments:
+        chapter: the notebook's name, e.g. ``"03_train"``.
+        scale: ``"ci" | "small" | "paper" | "auto"``.
+        data: ``"mock" | "sdss"`` or a folder in the common data format.
+        seed: integer seed for data splits, initialisation and sampling.
+        device: ``"auto" | "cpu" | "cuda"``.
+        run_dir: root of the run directories (relative paths are taken from the
+            repository root).
+        extra: chapter-specific parameters, recorded in the manifest.
+    Returns:
+        the Run, whose ``dir`` is ``run_dir/<scale>-<data>-seed<seed>``.
+    """
+    if "model" in extra and extra["model"] not in MODELS:
+        raise _choice_error("model", extra["model"], MODELS)
+    resolved_scale = resolve_scale(scale)
+    data = _validate_data(data)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"parameter seed={seed!r} is not valid; use a non-negative integer")
+    resolved_device = resolve_device(device)
+    root = Path(os.environ.get(RUN_DIR_ENV) or run_dir).expanduser()
+    if not root.is_absolute():
+        root = project_root() / root
+    folder = _writable_dir(root / f"{resolved_scale.name}-{_data_key(data)}-seed{seed}")
+
+    import numpy as np
+    import torch
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra))
+    _figures_only_when_shown()
+    if show:
+        _display_card(run.card())
+    return run
+
+
+def _figures_only_when_shown() -> None:
+    """In a notebook, show a figure only where the chapter glues or displays it.
+
+    Chapters glue figures made by ``galnb.plots``; without this, the inline backend
+    would also print every figure at the end of the cell that made it.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        import matplotlib.pyplot as plt
+
+        plt.ioff()
+
+
+def _display_card(card: dict[str, str]) -> None:
+    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>" for k, v in card.items())
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+
+        if get_ipython() is not None:
+            display(HTML(f"<table class='galnb-run-card'>{rows}</table>"))
+            return
+    except ImportError:
+        pass
+    width = max(map(len, card))
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in card.items()), file=sys.stdout)
+
+
+def scale_table() -> list[dict]:
+    """Every scale's settings, for the book's appendix."""
+    return [asdict(s) for s in SCALES.values()]

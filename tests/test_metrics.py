@@ -1,0 +1,125 @@
+"""galnb.metrics on posteriors whose answers are known in closed form."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from galnb import metrics
+from galnb.metrics import Posterior
+
+D = 5
+
+
+def gaussian_posterior(mean, std, truth, n=4000, seed=0):
+    """Draws and exact log-densities of independent Gaussians N(mean, std²) per object."""
+    rng = np.random.default_rng(seed)
+    samples = mean[:, None, :] + std * rng.normal(size=(len(mean), n, D))
+    logpdf = lambda x: stats.norm.logpdf(x, mean[:, None, :] if x.ndim == 3 else mean, std).sum(-1)
+    return Posterior(np.arange(len(mean)), truth, samples, logpdf(truth), logpdf(samples))
+
+
+@pytest.fixture(scope="module")
+def prior():
+    rng = np.random.default_rng(1)
+    return metrics.fit_empirical_prior(rng.normal(size=(3000, D)), rng.normal(size=(1000, D)))
+
+
+class StandardNormalPrior:
+    """The exact density of N(0, I), to test the estimators apart from the KDE."""
+
+    def log_prob(self, theta):
+        return stats.norm.logpdf(theta).sum(-1)
+
+
+def test_kde_prior_beats_nothing_and_approaches_the_true_density(prior):
+    x = np.random.default_rng(2).normal(size=(500, D))
+    true = stats.norm.logpdf(x).sum(-1)
+    assert abs(prior.log_prob(x).mean() - true.mean()) < 0.15
+    assert {"single Gaussian", "Gaussian KDE"} == set(prior.validation["model"])
+
+
+def test_posterior_equal_to_prior_has_zero_gain_and_zero_kl():
+    truth = np.random.default_rng(3).normal(size=(40, D))
+    post = gaussian_posterior(np.zeros((40, D)), 1.0, truth, n=1000)
+    assert metrics.delta_log_p(post, StandardNormalPrior()) == pytest.approx(np.zeros(40), abs=1e-9)
+    assert abs(metrics.kl_to_prior(post, StandardNormalPrior()).mean()) < 0.02
+
+
+def test_kl_matches_the_gaussian_closed_form():
+    s = 0.3
+    post = gaussian_posterior(np.zeros((20, D)), s, np.zeros((20, D)), n=1000)
+    exact = D * (np.log(1 / s) + s**2 / 2 - 0.5)  # KL(N(0,s²) || N(0,1)), summed over dimensions
+    assert metrics.kl_to_prior(post, StandardNormalPrior()).mean() == pytest.approx(exact, abs=0.05)
+
+
+def test_kl_with_the_kde_prior_is_biased_by_less_than_half_a_nat(prior):
+    # Kernel smoothing lowers the prior's peak, so KL to the KDE runs high; this bounds it.
+    s = 0.3
+    post = gaussian_posterior(np.zeros((20, D)), s, np.zeros((20, D)), n=500)
+    exact = D * (np.log(1 / s) + s**2 / 2 - 0.5)
+    assert 0 < metrics.kl_to_prior(post, prior).mean() - exact < 0.5
+
+
+def test_wasserstein_is_zero_when_means_equal_truth_and_r2_is_one():
+    truth = np.random.default_rng(4).normal(size=(300, D))
+    post = gaussian_posterior(truth, 1e-6, truth, n=8)
+    wd = metrics.wasserstein_table({"m": post})
+    r2 = metrics.r2_table({"m": post})
+    assert np.allclose(wd["m"], 0, atol=1e-5) and np.allclose(r2["m"], 1, atol=1e-6)
+
+
+def test_calibrated_posterior_has_uniform_ranks_and_diagonal_tarp():
+    rng = np.random.default_rng(5)
+    mean = rng.normal(size=(400, D))
+    truth = mean + 0.5 * rng.normal(size=(400, D))  # truth ~ posterior: calibrated
+    post = gaussian_posterior(mean, 0.5, truth, n=300)
+    ranks = metrics.sbc_ranks(post)
+    for k in range(D):
+        assert stats.kstest(ranks[:, k] / 300, "uniform").pvalue > 0.001
+    alpha, ecp, atc = metrics.tarp_coverage(post)
+    assert abs(atc) < 0.03 and np.max(np.abs(ecp - alpha)) < 0.08
+
+
+def test_overconfident_posterior_is_flagged_by_tarp():
+    rng = np.random.default_rng(6)
+    mean = rng.normal(size=(400, D))
+    truth = mean + 0.5 * rng.normal(size=(400, D))
+    good = metrics.tarp_coverage(gaussian_posterior(mean, 0.5, truth, n=300))[2]
+    alpha, ecp, narrow = metrics.tarp_coverage(gaussian_posterior(mean, 0.1, truth, n=300))
+    assert narrow < good - 0.08 and np.max(np.abs(ecp - alpha)) > 0.3
+
+
+def test_posterior_file_round_trip(tmp_path):
+    truth = np.zeros((3, D))
+    post = gaussian_posterior(np.zeros((3, D)), 1.0, truth, n=10)
+    post.meta = {"model": "phot", "steps": 20}
+    post.save(tmp_path / "p.npz")
+    back = Posterior.load(tmp_path / "p.npz")
+    assert back.meta == post.meta and np.allclose(back.samples, post.samples, atol=1e-6)
+
+
+def test_select_box_members_lie_inside():
+    pts = np.random.default_rng(7).normal(size=(500, 2))
+    (x0, x1, y0, y1), members = metrics.select_box(pts, (0.3, 0.3))
+    assert len(members) == 3
+    assert np.all((pts[members, 0] >= x0) & (pts[members, 0] <= x1) & (pts[members, 1] >= y0) & (pts[members, 1] <= y1))
+
+
+def test_dust_age_examples_pick_opposite_corners():
+    rng = np.random.default_rng(8)
+    theta = rng.normal(size=(500, D))
+    picks = metrics.dust_age_examples(theta)
+    old, young = theta[picks["old, dust-poor"]], theta[picks["young, dust-rich"]]
+    assert old[3] > young[3] and old[4] < young[4]
+
+
+def test_degeneracy_table_recovers_a_known_correlation():
+    rng = np.random.default_rng(9)
+    cov = np.eye(D)
+    cov[3, 4] = cov[4, 3] = -0.8
+    samples = rng.multivariate_normal(np.zeros(D), cov, size=(10, 2000))
+    post = Posterior(np.arange(10), rng.normal(size=(10, D)), samples, np.zeros(10), np.zeros((10, 2000)))
+    table = metrics.degeneracy_table({"m": post})
+    assert table["corr"].mean() == pytest.approx(-0.8, abs=0.05)
+    expected_area = np.pi * stats.chi2.ppf(0.68, 2) * np.sqrt(1 - 0.8**2)
+    assert table["area68"].mean() == pytest.approx(expected_area, rel=0.05)

@@ -1,0 +1,376 @@
+"""Training the CFM models: data loading, early stopping, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cfm import CFM, ImageEncoder
+from .data import Standardizer, Store, images_to_tensor, photometry_features
+from .properties import MAG_COLUMNS, TARGETS
+from .runs import atomic_write
+
+if TYPE_CHECKING:
+    from .metrics import Posterior
+    from .runs import Run
+
+__all__ = [
+    "MODEL_KINDS",
+    "TrainConfig",
+    "TrainResult",
+    "CheckpointError",
+    "build_model",
+    "train_cfm",
+    "load_trained",
+    "TrainedModel",
+    "posterior_on_test_set",
+    "time_sampling",
+]
+
+MODEL_KINDS: tuple[str, ...] = ("phot", "image")
+#: Bumped when the checkpoint layout changes; older checkpoints are refused.
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, from another version or another data set."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one CFM training run (the paper's values as defaults)."""
+
+    model: str = "image"
+    lr: float = 5e-5
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 10
+    sigma: float = 0.05
+    hidden: int = 256
+    depth: int = 3
+    weight_decay: float = 1e-2  # AdamW's default
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"parameter model={self.model!r} is not valid; choose one of {MODEL_KINDS}")
+        for name in ("lr", "batch_size", "max_epochs", "patience"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"parameter {name}={getattr(self, name)!r} must be positive")
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame  # epoch, train_loss, val_loss, seconds
+    best_epoch: int
+    wall_s: float
+    samples_per_s: float
+    data_wait_share: float  # share of step time spent waiting on data
+    resumed_from: int  # epoch the run resumed after (0 = fresh)
+
+
+def build_model(kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> CFM:
+    """The CFM paper's photometry (``"phot"``) or image (``"image"``) model."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model={kind!r} is not valid; choose one of {MODEL_KINDS}")
+    encoder = ImageEncoder() if kind == "image" else None
+    return CFM(len(TARGETS), len(MAG_COLUMNS), hidden=hidden, depth=depth, sigma=sigma, encoder=encoder)
+
+
+class _Batches:
+    """Standardised (theta, phot[, images]) batches of one split.
+
+    Images stay in the store's memory map; each batch reads its rows in sorted order
+    (one pass over the file per batch) so ``paper``-scale data never sits in memory.
+    """
+
+    def __init__(self, store: Store, split: str, kind: str, batch_size: int, shuffle: bool, seed: int):
+        self.index = store.splits[split]
+        cat = store.catalog.iloc[self.index]
+        self.theta = torch.from_numpy(store.standardizer(TARGETS).forward(cat[list(TARGETS)].to_numpy()).astype(np.float32))
+        self.phot = torch.from_numpy(store.standardizer(MAG_COLUMNS).forward(photometry_features(cat)).astype(np.float32))
+        self.images = store.images if kind == "image" else None
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.index) / self.batch_size)
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.index)) if self.shuffle else np.arange(len(self.index))
+        for start in range(0, len(order), self.batch_size):
+            rows = np.sort(order[start : start + self.batch_size])
+            theta, phot = self.theta[rows], self.phot[rows]
+            if self.images is None:
+                yield theta, (phot,)
+            else:
+                yield theta, (images_to_tensor(self.images[self.index[rows]]), phot)
+
+
+class _LossModule(nn.Module):
+    """Wraps ``CFM.loss`` as a forward pass so DataParallel can split batches over GPUs."""
+
+    def __init__(self, model: CFM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, theta, *cond):
+        return self.model.loss(theta, cond if len(cond) > 1 else cond[0]).reshape(1)
+
+
+def _cond(cond: tuple, device: str):
+    moved = tuple(c.to(device, non_blocking=True) for c in cond)
+    return moved if len(moved) > 1 else moved[0]
+
+
+def _checkpoint_meta(config: TrainConfig, store: Store) -> dict:
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": asdict(config),
+        "data": store.fingerprint,
+        "image_size": store.image_size,
+        "theta_std": store.standardizer(TARGETS).to_dict(),
+        "phot_std": store.standardizer(MAG_COLUMNS).to_dict(),
+    }
+
+
+def _save(path: Path, payload: dict) -> None:
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for truncated files
+        raise CheckpointError(f"{path}: cannot be read, truncated or corrupt ({err})") from err
+    if not isinstance(payload, dict) or payload.get("meta", {}).get("version") != CHECKPOINT_VERSION:
+        found = payload.get("meta", {}).get("version") if isinstance(payload, dict) else None
+        raise CheckpointError(
+            f"{path}: checkpoint version {found!r}, this galnb reads version {CHECKPOINT_VERSION}; retrain with chapter 03"
+        )
+    return payload
+
+
+def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: str = "cpu", progress: bool = True) -> TrainResult:
+    """Train (or resume training) a CFM model on a store's train split.
+
+    Each epoch ends by writing ``last.pt`` (model, optimiser, history, RNG states);
+    a better validation loss also writes ``best.pt``. Both writes are atomic, so a
+    run killed at any moment resumes from the last complete epoch when called again
+    with the same arguments. A finished run (early-stopped or at ``max_epochs``)
+    returns at once.
+
+    Arguments:
+        store: the data set (chapter 01).
+        out_dir: the model's folder in the run directory.
+        config: hyperparameters; must match a checkpoint being resumed.
+        device: "cpu" or "cuda"; several visible GPUs are used with DataParallel.
+    Raises:
+        CheckpointError: ``last.pt`` belongs to another config or data set.
+        FloatingPointError: the loss became NaN/inf.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, config.hidden, config.depth, config.sigma).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    meta = _checkpoint_meta(config, store)
+    history: list[dict] = []
+    best_val, best_epoch, bad_epochs, done = math.inf, 0, 0, False
+    last = out_dir / "last.pt"
+    if last.exists():
+        state = _load_checkpoint(last)
+        if state["meta"]["config"] != meta["config"] or state["meta"]["data"] != meta["data"]:
+            raise CheckpointError(
+                f"{last}: was trained with {state['meta']['config']} on data {state['meta']['data']}; this run asks for "
+                f"{meta['config']} on data {meta['data']}. Use another run_dir or delete {out_dir}"
+            )
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        history, best_val, best_epoch, bad_epochs, done = (
+            state["history"], state["best_val"], state["best_epoch"], state["bad_epochs"], state["done"],
+        )
+        torch.set_rng_state(state["torch_rng"])
+    resumed_from = len(history)
+    train = _Batches(store, "train", config.model, config.batch_size, shuffle=True, seed=config.seed + resumed_from)
+    val = _Batches(store, "val", config.model, 512, shuffle=False, seed=0)
+    step = _LossModule(model)
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        step = nn.DataParallel(step)
+    t_start, n_seen, wait = time.perf_counter(), 0, 0.0
+    epochs = range(len(history) + 1, config.max_epochs + 1)
+    bar = tqdm(epochs, desc=f"train {config.model}", disable=not progress or done, unit="epoch")
+    for epoch in bar:
+        if done:
+            break
+        model.train()
+        t_epoch, losses = time.perf_counter(), []
+        t_wait = time.perf_counter()
+        for theta, cond in train:
+            wait += time.perf_counter() - t_wait
+            loss = step(theta.to(device), *[c.to(device) for c in cond]).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}; lower lr (now {config.lr}) or check the data "
+                    f"for extreme values. The last good checkpoint is {last}"
+                )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+            n_seen += len(theta)
+            t_wait = time.perf_counter()
+        val_loss = evaluate_loss(model, val, device, seed=config.seed)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                        "seconds": time.perf_counter() - t_epoch})
+        if val_loss < best_val:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            _save(out_dir / "best.pt", {"meta": meta, "model": model.state_dict(), "epoch": epoch, "val_loss": val_loss})
+        else:
+            bad_epochs += 1
+        done = bad_epochs >= config.patience or epoch == config.max_epochs
+        _save(last, {"meta": meta, "model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
+                     "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "done": done,
+                     "torch_rng": torch.get_rng_state()})
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
+    wall = time.perf_counter() - t_start
+    train_time = sum(h["seconds"] for h in history[resumed_from:])
+    return TrainResult(
+        history=pd.DataFrame(history), best_epoch=best_epoch, wall_s=wall,
+        samples_per_s=n_seen / train_time if train_time else float("nan"),
+        data_wait_share=wait / train_time if train_time else float("nan"), resumed_from=resumed_from,
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(model: CFM, batches: _Batches, device: str, seed: int) -> float:
+    """Mean CFM loss over a split with a fixed noise seed, so epochs compare fairly."""
+    model.eval()
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(seed + 12345)
+    total, count = 0.0, 0
+    for theta, cond in batches:
+        total += model.loss(theta.to(device), _cond(cond, device)).item() * len(theta)
+        count += len(theta)
+    torch.set_rng_state(generator_state)
+    return total / count
+
+
+@dataclass
+class TrainedModel:
+    """A trained CFM model with the standardisations it was trained with."""
+
+    kind: str
+    model: CFM
+    theta_std: Standardizer
+    phot_std: Standardizer
+    meta: dict
+    path: Path
+
+    def condition(self, store: Store, rows: np.ndarray, device: str = "cpu"):
+        """The model's standardised condition for catalog ``rows`` of ``store``."""
+        phot = torch.from_numpy(self.phot_std.forward(photometry_features(store.catalog.iloc[rows])).astype(np.float32))
+        if self.kind == "phot":
+            return phot.to(device)
+        return images_to_tensor(store.images[np.asarray(rows)]).to(device), phot.to(device)
+
+    @torch.no_grad()
+    def posterior(self, store: Store, rows: np.ndarray, n_draws: int, steps: int, device: str = "cpu", seed: int = 0,
+                  method: str = "rk4") -> "Posterior":
+        """Posterior draws and exact log-densities for catalog ``rows``, in physical units.
+
+        The draws' log-densities come from the same integration that makes them; log p(θ*|D)
+        from a backward integration. Both get the standardisation Jacobian so they are
+        densities in the catalog's units, comparable with any other model's.
+
+        Arguments:
+            rows: (M,) store rows.
+            n_draws: draws per object.
+            steps, method: the ODE solver.
+        """
+        from .metrics import Posterior
+
+        rows = np.asarray(rows)
+        cond = self.condition(store, rows, device)
+        generator = torch.Generator(device).manual_seed(seed)
+        draws, lp_draws = self.model.sample_and_log_prob(cond, n_draws, steps, method, generator=generator)
+        truth = store.catalog.iloc[rows][list(TARGETS)].to_numpy()
+        true_std = torch.as_tensor(self.theta_std.forward(truth), dtype=torch.float32, device=device)
+        lp_true = self.model.log_prob(true_std, cond, steps, method)
+        jac = self.theta_std.log_det
+        return Posterior(rows, truth, self.theta_std.inverse(draws.cpu().double().numpy()),
+                         lp_true.cpu().double().numpy() + jac, lp_draws.cpu().double().numpy() + jac, TARGETS,
+                         {"model": self.kind, "steps": steps, "method": method, "n_draws": n_draws,
+                          "data": self.meta["data"], "checkpoint": str(self.path)})
+
+
+
+def load_trained(model_dir: str | Path, store: Store, device: str = "cpu") -> TrainedModel:
+    """Load ``best.pt`` from a model folder, refusing one trained on another data set.
+
+    Raises:
+        CheckpointError naming the file and the mismatch.
+    """
+    path = Path(model_dir) / "best.pt"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no trained model here")
+    payload = _load_checkpoint(path)
+    meta = payload["meta"]
+    if meta["data"] != store.fingerprint:
+        raise CheckpointError(
+            f"{path}: trained on data set {meta['data']}, but this run's data set is {store.fingerprint} "
+            f"({store.root}); retrain with chapter 03 for this data"
+        )
+    cfg = meta["config"]
+    model = build_model(cfg["model"], cfg["hidden"], cfg["depth"], cfg["sigma"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the {cfg['model']} architecture ({err})") from err
+    model.to(device).eval()
+    return TrainedModel(cfg["model"], model, Standardizer.from_dict(meta["theta_std"]),
+                        Standardizer.from_dict(meta["phot_std"]), meta, path)
+
+
+def posterior_on_test_set(run: "Run", store: Store, kind: str) -> "Posterior":
+    """The ``kind`` model's posterior on the run's first ``n_eval`` test objects.
+
+    Computed once and cached in ``run.posterior_path(kind)``; the cache is reused only
+    if it was made from the same checkpoint (by hash), data set, draws and solver steps.
+    """
+    from .metrics import Posterior
+    from .runs import file_hash
+
+    ckpt = run.require(run.model_dir(kind) / "best.pt", "03_train", model=kind)
+    expected = {"model": kind, "steps": run.scale.ode_steps, "method": "rk4", "n_draws": run.scale.n_draws,
+                "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt)}
+    path = run.posterior_path(kind)
+    if path.exists():
+        cached = Posterior.load(path)
+        if all(cached.meta.get(k) == v for k, v in expected.items()):
+            return cached
+    trained = load_trained(ckpt.parent, store, run.device)
+    rows = store.splits["test"][: run.scale.n_eval]
+    post = trained.posterior(store, rows, run.scale.n_draws, run.scale.ode_steps, run.device, seed=run.seed)
+    post.meta.update(expected)
+    post.save(path)
+    return post
+
+
+def time_sampling(trained: TrainedModel, store: Store, rows: np.ndarray, steps: int, n_draws: int = 1000) -> float:
+    """Seconds to draw ``n_draws`` samples for one object (RK4, averaged over ``rows``)."""
+    cond = trained.condition(store, np.asarray(rows), next(trained.model.parameters()).device.type)
+    start = time.perf_counter()
+    with torch.no_grad():
+        trained.model.sample(cond, n_draws, steps)
+    return (time.perf_counter() - start) / len(rows)

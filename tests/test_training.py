@@ -1,0 +1,86 @@
+"""galnb.training: the loop, checkpoints, resume, and refusals."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_catalog
+from galnb import training
+from galnb.data import write_store
+from galnb.training import CheckpointError, TrainConfig, load_trained, train_cfm
+
+FAST = dict(lr=2e-3, batch_size=32, max_epochs=3, patience=5, hidden=32, depth=2)
+
+
+@pytest.mark.parametrize("kind", ["phot", "image"])
+def test_training_writes_a_checkpoint_that_loads_and_samples(tiny_store, tmp_path, kind):
+    result = train_cfm(tiny_store, tmp_path / kind, TrainConfig(model=kind, **FAST), progress=False)
+    assert list(result.history["epoch"]) == [1, 2, 3]
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+    trained = load_trained(tmp_path / kind, tiny_store)
+    post = trained.posterior(tiny_store, tiny_store.splits["test"][:4], n_draws=16, steps=4)
+    assert post.samples.shape == (4, 16, 5) and np.isfinite(post.log_prob_samples).all()
+
+
+def test_posterior_log_density_is_in_physical_units(tiny_store, tmp_path):
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+    trained = load_trained(tmp_path / "m", tiny_store)
+    rows = tiny_store.splits["test"][:3]
+    post = trained.posterior(tiny_store, rows, n_draws=8, steps=4)
+    theta = torch.as_tensor(trained.theta_std.forward(post.theta_true), dtype=torch.float32)
+    standard = trained.model.log_prob(theta, trained.condition(tiny_store, rows), steps=4).double().numpy()
+    assert post.log_prob_true == pytest.approx(standard - np.log(trained.theta_std.std).sum(), abs=1e-4)
+
+
+def test_interrupted_training_resumes_from_the_last_epoch(tiny_store, tmp_path, monkeypatch):
+    config = TrainConfig(model="phot", **{**FAST, "max_epochs": 4})
+    calls = {"n": 0}
+    real = training.evaluate_loss
+
+    def dies_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_loss", dies_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_cfm(tiny_store, tmp_path / "m", config, progress=False)
+    monkeypatch.setattr(training, "evaluate_loss", real)
+    result = train_cfm(tiny_store, tmp_path / "m", config, progress=False)
+    assert result.resumed_from == 2 and list(result.history["epoch"]) == [1, 2, 3, 4]
+    again = train_cfm(tiny_store, tmp_path / "m", config, progress=False)  # finished: returns at once
+    assert again.resumed_from == 4 and len(again.history) == 4
+
+
+def test_resuming_with_another_config_is_refused(tiny_store, tmp_path):
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+    with pytest.raises(CheckpointError, match=r"last\.pt.*another run_dir"):
+        train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **{**FAST, "lr": 1e-4}), progress=False)
+
+
+def test_checkpoint_from_another_data_set_is_refused(tiny_store, tmp_path):
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+    other = write_store(tmp_path / "other", synthetic_catalog(240, seed=9), np.zeros((240, 16, 16, 3), np.uint8),
+                        seed=0, source="mock", params={})
+    with pytest.raises(CheckpointError, match=r"best\.pt: trained on data set"):
+        load_trained(tmp_path / "m", other)
+
+
+def test_truncated_checkpoint_names_the_file(tiny_store, tmp_path):
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+    best = tmp_path / "m" / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"best\.pt: cannot be read"):
+        load_trained(tmp_path / "m", tiny_store)
+
+
+def test_nan_loss_stops_training_with_a_clear_message(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setattr(training.CFM, "loss", lambda self, theta, cond: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 1; lower lr"):
+        train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+
+
+def test_unknown_model_kind_is_refused():
+    with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image'\)"):
+        TrainConfig(model="foo")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .cfm import CFM, ImageEncoder
 from .data import Standardizer, Store, images_to_tensor, photometry_features

@@ -1,0 +1,83 @@
+"""The whole book at ci scale: every notebook executes, the README's papermill command works
+verbatim, and the rendered pages load in headless Chromium with every figure drawn."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from galnb.book import CHAPTERS, executions
+
+pytestmark = pytest.mark.book
+PAGES = [ex.page for ex in executions()]
+
+
+def test_readme_papermill_command_works_verbatim(built_book):
+    proc = built_book["papermill"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    executed = nbformat.reads(proc.stdout, as_version=4)  # papermill prints the notebook to stdout
+    assert executed.metadata["papermill"]["parameters"]["model"] == "image"
+    checkpoint = built_book["runs"] / "ci-mock-seed0" / "models" / "image" / "best.pt"
+    assert checkpoint.exists(), "the image model's checkpoint must be where 05_evaluation looks"
+
+
+def test_book_build_succeeds(built_book):
+    build = built_book["build"]
+    assert build.returncode == 0, (build.stdout + build.stderr)[-5000:]
+    assert (built_book["html"] / "index.html").exists()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_chapter_executed_without_errors(built_book, page):
+    nb = nbformat.read(built_book["site"] / "notebooks" / f"{page}.ipynb", as_version=4)
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any(o.get("output_type") in ("display_data", "stream") for o in nb.cells[2].get("outputs", [])), "run card"
+
+
+def test_every_chapter_and_the_results_page_are_rendered(built_book):
+    html = built_book["html"]
+    for page in PAGES:
+        assert (html / "notebooks" / f"{page}.html").exists(), page
+    results = (html / "book" / "results.html").read_text()
+    for chapter in CHAPTERS:
+        assert f"{chapter}.html" in results, f"results page links no figure back to {chapter}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.fail("chromium and chromedriver are needed (make setup installs Debian's chromium and chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,2000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.parametrize("page", [f"notebooks/{p}" for p in PAGES] + ["book/results", "book/execution", "book/intro"])
+def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, browser, page):
+    path = built_book["html"] / f"{page}.html"
+    browser.get(path.as_uri())
+    assert browser.title, f"{page}: no title"
+    sizes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('main img')).map(i => [i.src, i.complete, i.naturalWidth, i.naturalHeight])")
+    broken = [s for s in sizes if not (s[1] and s[2] > 0 and s[3] > 0)]
+    assert not broken, f"{page}: images with no size: {broken[:5]}"
+    text = browser.execute_script("return document.querySelector('main').innerText")
+    assert "Traceback" not in text, f"{page}: shows a traceback"
+    stderr = browser.execute_script("return document.querySelectorAll('.output.stderr, .output.error, .output.traceback').length")
+    assert stderr == 0, f"{page}: {stderr} error/stderr output blocks"
+    if page.startswith("notebooks/") or page == "book/results":
+        assert sizes, f"{page}: no figures at all"
+    shot = built_book["site"] / "screenshots" / (page.replace("/", "_") + ".png")
+    shot.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(shot))

@@ -370,6 +370,7 @@ def _figures_only_when_shown() -> None:
     if get_ipython() is not None:
         import matplotlib.pyplot as plt
 
+        plt.close(plt.figure())  # IPython's inline backend turns interactive mode on with the first figure
         plt.ioff()
 
 

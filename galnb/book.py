@@ -176,7 +176,8 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
 def _write_execution_page(page: Path, run_folder: Path | None, timings: list[tuple[str, float]]) -> None:
     import pandas as pd
 
-    recorded = json.loads((run_folder / "timings.json").read_text()) if run_folder and (run_folder / "timings.json").exists() else {}
+    manifest = run_folder / "manifest.json" if run_folder else None
+    recorded = json.loads(manifest.read_text()) if manifest and manifest.exists() else {}
     rows = []
     for (name, seconds), ex in zip(timings, executions()):
         info = recorded.get(ex.notebook + "".join(f"-{v}" for _, v in ex.params), {})

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 __all__ = [
     "Scale",
@@ -218,7 +218,8 @@ class Run:
         models/vaenf-<cond>/  VAE-NF checkpoints (chapter 04)
         posteriors/<model>.npz  posterior draws and log-densities on test objects
         metrics/              metric tables (chapter 05)
-        timings.json          wall time of each chapter
+        manifest.json         per chapter: parameters, versions, commit, data and artifact
+                              hashes, wall time and hardware
     """
 
     chapter: str
@@ -229,6 +230,7 @@ class Run:
     dir: Path
     params: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    _card_handle: object = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -273,21 +275,46 @@ class Run:
             "packages": ", ".join(f"{k} {v}" for k, v in versions.items()),
         }
 
-    def finish(self) -> float:
-        """Record this chapter's wall time in ``timings.json`` and return it (s)."""
+    def save_table(self, name: str, table) -> Path:
+        """Write a metric table (pandas DataFrame) to ``metrics/<name>.csv`` atomically."""
+        path = self.metrics_dir / f"{name}.csv"
+        with atomic_write(path, "w") as fh:
+            table.to_csv(fh)
+        return path
+
+    @property
+    def key(self) -> str:
+        """This run's entry in the manifest, e.g. ``03_train-image``."""
+        return self.chapter + (f"-{self.params['model']}" if "model" in self.params else "")
+
+    def finish(self, artifacts: Iterable[str | Path] = ()) -> float:
+        """Record this chapter in the run directory's ``manifest.json``; return its wall time (s).
+
+        The entry holds every parameter, the package versions, the git commit, the hash
+        of the data set and of each artifact the chapter wrote, and the wall time and
+        hardware (the book's execution page reads it). The run card shown at the top of
+        the notebook is updated with the wall time.
+        """
         wall = time.time() - self.started
-        path = self.dir / "timings.json"
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        key = self.chapter + (f"-{self.params['model']}" if "model" in self.params else "")
-        timings[key] = {
+        data_meta = self.data_dir / "meta.json"
+        entry = {
+            "parameters": {"scale": self.scale.name, "data": self.data, "seed": self.seed, "device": self.device,
+                           **{k: v for k, v in self.params.items()}},
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "data_hashes": json.loads(data_meta.read_text())["hashes"] if data_meta.exists() else None,
+            "artifacts": {str(Path(a).relative_to(self.dir)): file_hash(a) for a in artifacts},
             "wall_s": round(wall, 1),
-            "scale": self.scale.name,
-            "device": self.device,
             "hardware": _hardware(self.device),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+        path = self.dir / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        manifest[self.key] = entry
         with atomic_write(path, "w") as fh:
-            json.dump(timings, fh, indent=2)
+            json.dump(manifest, fh, indent=2, default=str)
+        if self._card_handle is not None:
+            self._card_handle.update(_card_html({**self.card(), "wall time": f"{wall:.1f} s"}))
         return wall
 
 
@@ -353,7 +380,7 @@ def start_chapter(
     run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra))
     _figures_only_when_shown()
     if show:
-        _display_card(run.card())
+        run._card_handle = _display_card(run.card())
     return run
 
 
@@ -374,19 +401,26 @@ def _figures_only_when_shown() -> None:
         plt.ioff()
 
 
-def _display_card(card: dict[str, str]) -> None:
+def _card_html(card: dict[str, str]):
+    from IPython.display import HTML
+
     rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>" for k, v in card.items())
+    return HTML(f"<table class='galnb-run-card'>{rows}</table>")
+
+
+def _display_card(card: dict[str, str]):
+    """Show the run card (an updatable display in a notebook, plain text elsewhere)."""
     try:
         from IPython import get_ipython
-        from IPython.display import HTML, display
+        from IPython.display import display
 
         if get_ipython() is not None:
-            display(HTML(f"<table class='galnb-run-card'>{rows}</table>"))
-            return
+            return display(_card_html({**card, "wall time": "running…"}), display_id=True)
     except ImportError:
         pass
     width = max(map(len, card))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in card.items()), file=sys.stdout)
+    return None
 
 
 def scale_table() -> list[dict]:

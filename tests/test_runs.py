@@ -88,15 +88,20 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 
 
-def test_finish_records_wall_time_per_chapter(tmp_path, monkeypatch):
+def test_finish_writes_a_manifest_entry_with_parameters_and_artifact_hashes(tmp_path, monkeypatch):
     import json
 
     monkeypatch.delenv("GALNB_SCALE", raising=False)
     run = runs.start_chapter("03_train", scale="ci", data="mock", seed=0, device="cpu", run_dir=str(tmp_path),
                              show=False, model="phot")
-    run.finish()
-    timings = json.loads((run.dir / "timings.json").read_text())
-    assert timings["03_train-phot"]["scale"] == "ci" and timings["03_train-phot"]["wall_s"] >= 0
+    ckpt = run.model_dir("phot") / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"weights")
+    run.finish(artifacts=[ckpt])
+    entry = json.loads((run.dir / "manifest.json").read_text())["03_train-phot"]
+    assert entry["parameters"] == {"scale": "ci", "data": "mock", "seed": 0, "device": "cpu", "model": "phot"}
+    assert entry["artifacts"] == {"models/phot/best.pt": runs.file_hash(ckpt)}
+    assert entry["wall_s"] >= 0 and "torch" in entry["packages"] and entry["git_commit"]
 
 
 def test_project_root_is_found_from_the_notebooks_folder():

@@ -1,0 +1,179 @@
+# %% [markdown]
+# # The data: a simulated SDSS-like survey
+#
+# Both papers train on about $10^5$ star-forming SDSS Main Galaxy Sample galaxies with
+# spectroscopic properties from the MPA–JHU catalogues and $gri$ cutouts
+# {cite}`yunus2025cfm,siddiqa2025vaenf`. This chapter builds the book's stand-in for that
+# sample, shows its selection, splits and distributions (the CFM paper's Figure A.1), and
+# checks its photometry against real SDSS galaxies. Every later chapter reads the data set
+# written here. It needs nothing from earlier chapters.
+#
+# :::{admonition} What is simulated and what is real
+# :class: warning
+# **Simulated:** every galaxy in the training, validation and test sets — its properties,
+# spectrum, photometry and image — is drawn from the physical model described below.
+# **Real:** the SDSS filter curves, and the 10,000 SDSS galaxies shipped with `kcorrect`
+# {cite}`blanton2007kcorrect` against which the simulated photometry is compared at the end of
+# this chapter. Readers with network access can build the same data set from real SDSS with
+# `galnb.sdss` and run every chapter with `-p data sdss`.
+# :::
+
+# %% tags=["parameters"]
+scale = "auto"
+data = "mock"
+seed = 0
+device = "auto"
+run_dir = "runs"
+
+# %%
+from galnb.runs import start_chapter
+
+run = start_chapter("01_data", scale=scale, data=data, seed=seed, device=device, run_dir=run_dir)
+
+# %% [markdown]
+# ## How the galaxies are made
+#
+# For each galaxy the simulation draws a redshift and a star-formation history, and follows
+# the known scaling relations with their published scatter: the star-forming main sequence
+# {cite}`speagle2014`, the mass–metallicity relation {cite}`tremonti2004`, and dust that grows
+# with mass and star formation. Spectra come from stellar-population synthesis with nebular
+# emission (`bagpipes` {cite}`carnall2018bagpipes`) with Calzetti attenuation
+# {cite}`calzetti2000`; $D_n(4000)$ is measured on the spectrum in the narrow bands of
+# {cite:t}`balogh1999`; the black-hole mass follows the $M$–$\sigma$ relation
+# {cite}`mcconnell2013`. Magnitudes are integrated through the real SDSS $ugriz$ curves.
+# Images are rendered with GalSim {cite}`rowe2015galsim`: a bulge and an inclined, dusty disk,
+# each with its own stellar population, convolved with an SDSS-like PSF, with sky noise at
+# 0.396″/px, and combined into RGB with the asinh stretch of SkyServer {cite}`lupton2004`.
+# Finally the Main Galaxy Sample cut $16 < r < 17.78$ {cite}`strauss2002mgs` and a BPT
+# star-forming cut {cite}`kauffmann2003bpt` are applied, as in the paper. See
+# `galnb/simulation.py` for every choice and its reference.
+
+# %%
+from galnb.data import ensure_store
+
+store = ensure_store(run)
+catalog = store.catalog
+store.meta["params"]
+
+# %% [markdown]
+# ## Selection funnel and splits
+
+# %%
+import pandas as pd
+from myst_nb import glue
+
+funnel = pd.read_csv(run.data_dir / "funnel.csv") if (run.data_dir / "funnel.csv").exists() else pd.DataFrame()
+splits = pd.DataFrame({"split": list(store.splits), "galaxies": [len(v) for v in store.splits.values()]})
+glue("data_funnel", funnel.style.hide(axis="index"), display=False)
+glue("data_splits", splits.style.hide(axis="index"), display=False)
+glue("data_n", len(catalog), display=False)
+glue("data_image_size", store.image_size, display=False)
+funnel
+
+# %% [markdown]
+# ```{glue:figure} data_funnel
+# :name: tab-data-funnel
+#
+# How many simulated galaxies survive each cut.
+# ```
+#
+# ```{glue:figure} data_splits
+# :name: tab-data-splits
+#
+# The deterministic 80/10/10 split (by `seed`) of the {glue:text}`data_n` galaxies.
+# ```
+#
+# Properties and photometry are standardised with the mean and standard deviation of the
+# training split, saved with the data set so that every chapter uses the same numbers:
+
+# %%
+from galnb.properties import MAG_COLUMNS, TARGETS
+
+stats = pd.DataFrame(store.meta["stats"]).T.loc[[*TARGETS, *MAG_COLUMNS]]
+glue("data_stats", stats.style.format(precision=3), display=False)
+stats
+
+# %% [markdown]
+# ## The five properties (Figure A.1 of the CFM paper)
+
+# %%
+from galnb import plots
+
+glue("data_corner", plots.property_corner(catalog), display=False)
+
+# %% [markdown]
+# ```{glue:figure} data_corner
+# :name: fig-data-corner
+#
+# Distributions of the five target properties and the $r$ magnitude of the simulated sample;
+# dashed lines mark the 16th, 50th and 84th percentiles.
+# ```
+
+# %% [markdown]
+# ## What the images look like
+#
+# One galaxy per cell of a grid across the mass–SFR plane (the numbers are its
+# $\log M_\star$ and $\log\mathrm{SFR}$); cutouts are {glue:text}`data_image_size` px at 0.396″/px.
+
+# %%
+glue("data_cutouts", plots.cutout_grid(catalog, store.images, seed=seed), display=False)
+
+# %% [markdown]
+# ```{glue:figure} data_cutouts
+# :name: fig-data-cutouts
+#
+# Simulated $gri$ cutouts across the $\log M_\star$–$\log\mathrm{SFR}$ plane (axes: bin centres).
+# ```
+
+# %% [markdown]
+# ## Checked against real SDSS photometry
+#
+# The simulated survey holds star-forming galaxies only, so it is compared with the blue
+# cloud of the real sample ($u-r<2.22$, {cite:t}`strateva2001`), applying the same colour cut,
+# magnitude range and redshift range to both.
+
+# %%
+from galnb import simulation
+
+real = simulation.real_sdss_photometry()
+sim_blue, real_blue = catalog[simulation.blue_cloud(catalog)], real[simulation.blue_cloud(real)]
+wd = simulation.compare_photometry(sim_blue, real_blue)
+glue("data_wd_table", wd.style.format(precision=3).hide(axis="index"), display=False)
+glue("data_real_n", len(real_blue), display=False)
+glue("data_wd_max_colour", float(wd.loc[wd["quantity"].str.contains("-"), "wasserstein"].max()), display=False)
+wd
+
+# %%
+glue("data_vs_real", plots.photometry_vs_real(sim_blue, real_blue, dict(zip(wd["quantity"], wd["wasserstein"]))), display=False)
+
+# %% [markdown]
+# ```{glue:figure} data_vs_real
+# :name: fig-data-vs-real
+#
+# $r$, redshift and colours of the simulated survey against {glue:text}`data_real_n` real
+# blue-cloud SDSS galaxies from `kcorrect`, with the 1-D Wasserstein distance of each.
+# ```
+#
+# The largest colour difference, as a Wasserstein distance, is
+# {glue:text}`data_wd_max_colour:.3f` mag.
+
+# %% [markdown]
+# ## Summary and exercises
+#
+# The data set (catalog, memory-mapped image cube, splits, standardisation) now sits in the
+# run directory. Later chapters load it with `galnb.data.load_store`.
+#
+# 1. Plot $D_n(4000)$ against specific SFR ($\log\mathrm{SFR}-\log M_\star$) for the catalog.
+#    Which way does it go, and why?
+# 2. Use `galnb.plots.cutout_grid` to show the cutouts across the inclination–$A_V$ plane.
+#
+# :::{admonition} Solution
+# :class: dropdown
+# 1. `catalog.assign(ssfr=catalog.log_sfr - catalog.log_mstar).plot.scatter("ssfr", "dn4000", s=2)`:
+#    $D_n(4000)$ falls as sSFR rises, because young, hot stars fill in the 4000 Å break.
+# 2. `plots.cutout_grid(catalog, store.images, x="inclination", y="av")`: edge-on disks
+#    (high inclination) are redder and carry more $A_V$.
+# :::
+
+# %%
+run.finish(artifacts=[run.data_dir / "meta.json"]);

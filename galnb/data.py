@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .properties import MAG_COLUMNS, TARGETS
+from .properties import ALIASES, MAG_COLUMNS, TARGETS
 from .runs import atomic_write, file_hash
 
 if TYPE_CHECKING:
@@ -33,7 +33,10 @@ __all__ = [
 
 #: Bumped whenever the layout changes; older stores are refused with a clear error.
 FORMAT_VERSION = 1
+#: Columns every simulated or SDSS store has; a reader's own catalog needs only ``objid``
+#: and one of the target properties (chapters name what else they need).
 REQUIRED_COLUMNS: tuple[str, ...] = ("objid", "z", *TARGETS, *MAG_COLUMNS)
+USER_REQUIRED: tuple[str, ...] = ("objid",)
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 _FILES = ("catalog.parquet", "images.npy", "splits.npz", "meta.json")
 
@@ -102,6 +105,12 @@ class Store:
             raise StoreError(f"{self.root / 'meta.json'} has no statistics for {missing}")
         return Standardizer(np.array([stats[c]["mean"] for c in columns]), np.array([stats[c]["std"] for c in columns]))
 
+    def require_columns(self, columns: tuple[str, ...], purpose: str) -> None:
+        """Raise a StoreError naming the columns ``purpose`` needs that this data set lacks."""
+        missing = [c for c in columns if c not in self.catalog.columns]
+        if missing:
+            raise StoreError(f"{self.root / 'catalog.parquet'}: {purpose} needs column(s) {missing}, which this data set lacks")
+
     @property
     def image_size(self) -> int:
         return int(self.images.shape[1])
@@ -123,10 +132,12 @@ def split_indices(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
-def _check_catalog(catalog: pd.DataFrame, source: Path | str) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in catalog.columns]
+def _check_catalog(catalog: pd.DataFrame, source: Path | str, required: tuple[str, ...] = REQUIRED_COLUMNS) -> None:
+    missing = [c for c in required if c not in catalog.columns]
     if missing:
-        raise StoreError(f"{source}: missing column(s) {missing}; required: {list(REQUIRED_COLUMNS)}")
+        raise StoreError(f"{source}: missing column(s) {missing}; required: {list(required)}")
+    if required == USER_REQUIRED and not any(c in catalog.columns for c in TARGETS):
+        raise StoreError(f"{source}: no target property column; expected at least one of {list(TARGETS)}")
     numeric = catalog.select_dtypes(include=[np.number])
     bad = numeric.columns[(~np.isfinite(numeric.to_numpy(dtype=float))).any(axis=0) | (numeric.to_numpy(dtype=float) <= -9999).any(axis=0)]
     if len(bad):
@@ -156,7 +167,7 @@ def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, 
         params: generating parameters, recorded in ``meta.json``.
     """
     root = Path(root)
-    _check_catalog(catalog, "catalog")
+    _check_catalog(catalog, "catalog", USER_REQUIRED if source == "user" else REQUIRED_COLUMNS)
     _check_images(images, len(catalog), "images")
     root.mkdir(parents=True, exist_ok=True)
     meta_path = root / "meta.json"
@@ -226,7 +237,7 @@ def load_store(root: str | Path, verify: bool = False) -> Store:
         images = np.load(root / "images.npy", mmap_mode="r")
     except (ValueError, OSError) as err:
         raise StoreError(f"{root / 'images.npy'}: cannot be read, truncated or corrupt ({err})") from err
-    _check_catalog(catalog, root / "catalog.parquet")
+    _check_catalog(catalog, root / "catalog.parquet", USER_REQUIRED if meta.get("source") == "user" else REQUIRED_COLUMNS)
     _check_images(images, len(catalog), root / "images.npy")
     with np.load(root / "splits.npz") as z:
         splits = {k: z[k] for k in ("train", "val", "test")}
@@ -272,21 +283,29 @@ def ensure_store(run: "Run", progress: bool = True) -> Store:
 
 
 def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> Store:
-    """Import a reader's folder in the common format (a store) or cutouts + ``catalog.csv``.
+    """Import a reader's folder: a galnb store, or cutouts plus a CSV catalog.
 
-    A folder that already is a store is copied; otherwise it must hold ``catalog.csv``
-    with ``REQUIRED_COLUMNS`` and ``images/<objid>.jpg`` cutouts.
+    A folder that already is a store is copied. Otherwise the catalog is ``catalog.csv``
+    or every CSV in ``catalogs/`` (concatenated); it needs an ``objid`` column (or
+    SkyServer's ``objID``) and at least one target property, under the book's names or
+    the MPA-JHU ones in ``galnb.properties.ALIASES``. Each row's cutout is the
+    ``<objid>.jpg`` (or .jpeg/.png) anywhere under the folder. Cutouts larger than
+    ``image_size`` are centre-cropped, keeping their pixel scale.
     """
     if (folder / "meta.json").exists():
         load_store(folder)  # validate before copying
         shutil.copytree(folder, root, dirs_exist_ok=True)
         return load_store(root)
-    csv = folder / "catalog.csv"
-    if not csv.exists():
-        raise StoreError(f"{folder}: neither a galnb store (meta.json) nor a folder with catalog.csv + images/")
-    catalog = pd.read_csv(csv)
-    _check_catalog(catalog, csv)
-    images = np.stack([read_cutout(folder / "images" / f"{objid}.jpg", image_size) for objid in catalog["objid"]])
+    csvs = [folder / "catalog.csv"] if (folder / "catalog.csv").exists() else sorted((folder / "catalogs").glob("*.csv"))
+    if not csvs:
+        raise StoreError(f"{folder}: neither a galnb store (meta.json) nor a folder with catalog.csv or catalogs/*.csv")
+    catalog = pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True).rename(columns=ALIASES)
+    _check_catalog(catalog, ", ".join(map(str, csvs)), USER_REQUIRED)
+    cutouts = {p.stem: p for ext in ("jpg", "jpeg", "png") for p in folder.rglob(f"*.{ext}")}
+    missing = [str(o) for o in catalog["objid"] if str(o) not in cutouts]
+    if missing:
+        raise StoreError(f"{folder}: no cutout for {len(missing)} catalog row(s), e.g. objid {missing[:3]}")
+    images = np.stack([read_cutout(cutouts[str(o)], image_size) for o in catalog["objid"]])
     return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "LINES",
     "VAENF_CORE",
     "label",
+    "ALIASES",
 ]
 
 
@@ -71,3 +72,11 @@ VAENF_CORE: tuple[str, ...] = ("log_mstar", "log_sfr", "z", "log_mbh")
 def label(name: str) -> str:
     """The axis label of a quantity, e.g. ``label("av") == "$A_V$ [mag]"``."""
     return QUANTITIES[name].latex
+
+
+#: Column names readers' catalogs may use (MPA-JHU / SkyServer), mapped to the book's.
+ALIASES: dict[str, str] = {
+    "objID": "objid", "specObjID": "specobjid", "lgm_tot_p50": "log_mstar", "sfr_tot_p50": "log_sfr",
+    "oh_p50": "oh12", "d4000_n": "dn4000", "redshift": "z",
+    **{f"modelMag_{b}": f"mag_{b}" for b in BANDS}, **{f"modelMagErr_{b}": f"magerr_{b}" for b in BANDS},
+}

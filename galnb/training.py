@@ -94,6 +94,7 @@ class _Batches:
     """
 
     def __init__(self, store: Store, split: str, kind: str, batch_size: int, shuffle: bool, seed: int):
+        store.require_columns((*TARGETS, *MAG_COLUMNS), f"training the {kind} CFM model")
         self.index = store.splits[split]
         cat = store.catalog.iloc[self.index]
         self.theta = torch.from_numpy(store.standardizer(TARGETS).forward(cat[list(TARGETS)].to_numpy()).astype(np.float32))

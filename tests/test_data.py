@@ -46,7 +46,10 @@ def test_catalog_with_missing_values_is_refused_with_the_column_named(tmp_path, 
 def test_missing_column_is_named(tmp_path):
     cat = synthetic_catalog(20).drop(columns="av")
     with pytest.raises(StoreError, match=r"missing column\(s\) \['av'\]"):
-        data.write_store(tmp_path / "s", cat, np.zeros((20, 16, 16, 3), np.uint8), seed=0, source="user", params={})
+        data.write_store(tmp_path / "s", cat, np.zeros((20, 16, 16, 3), np.uint8), seed=0, source="mock", params={})
+    with pytest.raises(StoreError, match="no target property column"):
+        data.write_store(tmp_path / "s", cat[["objid", "z"]], np.zeros((20, 16, 16, 3), np.uint8), seed=0,
+                         source="user", params={})
 
 
 def test_wrong_image_shape_is_refused(tmp_path):
@@ -92,3 +95,36 @@ def test_failed_rewrite_keeps_no_half_store_that_loads(tiny_store, monkeypatch):
 def test_images_to_tensor_is_channels_first_in_unit_range(tiny_store):
     x = data.images_to_tensor(tiny_store.images[:4])
     assert tuple(x.shape) == (4, 3, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_reader_folder_of_real_sdss_cutouts_loads_through_the_same_path(tmp_path):
+    from conftest import REAL_SDSS
+
+    folder = REAL_SDSS / "wu-boada-500"
+    if not folder.exists():
+        pytest.skip(f"{folder} is absent (real SDSS test data live outside the repository)")
+    store = data.import_folder(folder, tmp_path / "store", seed=0, image_size=64)
+    assert len(store.catalog) == 500 and store.images.shape == (500, 64, 64, 3)
+    assert store.catalog["oh12"].between(7.5, 9.6).all()
+    again = data.load_store(tmp_path / "store", verify=True)
+    assert again.meta["source"] == "user" and sum(len(v) for v in again.splits.values()) == 500
+    with pytest.raises(StoreError, match=r"training the phot CFM model needs column\(s\) \['log_mstar'"):
+        again.require_columns(("log_mstar", "mag_r"), "training the phot CFM model")
+
+
+def test_reader_folder_without_cutouts_names_the_missing_objects(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "images").mkdir(parents=True)
+    synthetic_catalog(3).to_csv(folder / "catalog.csv", index=False)
+    with pytest.raises(StoreError, match=r"no cutout for 3 catalog row\(s\)"):
+        data.import_folder(folder, tmp_path / "store", seed=0, image_size=16)
+
+
+def test_corrupt_cutout_names_the_file(tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "images").mkdir(parents=True)
+    cat = synthetic_catalog(1)
+    cat.to_csv(folder / "catalog.csv", index=False)
+    (folder / "images" / f"{cat.objid[0]}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(StoreError, match=r"\.jpg: not a readable JPEG cutout"):
+        data.import_folder(folder, tmp_path / "store", seed=0, image_size=16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -48,6 +49,8 @@ def sync_notebooks(root: Path | None = None) -> list[Path]:
     written = []
     for py in sorted((root / "notebooks").glob("[0-9][0-9]_*.py")):
         nb = jupytext.read(py)
+        for i, cell in enumerate(nb.cells):  # stable ids, so an unchanged notebook gives no diff
+            cell.id = hashlib.sha1(f"{i}:{cell.source}".encode()).hexdigest()[:8]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
         jupytext.write(nb, py.with_suffix(".ipynb"))

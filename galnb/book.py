@@ -171,8 +171,9 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
         for key, kind in items:
             caption, label = captions.get(key, ("", None))
             where = f"{{ref}}`in its chapter <{label}>`" if label else f"{{doc}}`in its chapter <{doc}>`"
-            lines += [f"```{{glue:figure}} {key}", f":doc: {doc}.ipynb", "",
-                      f"{caption} *(The {kind} `{key}`, made {where}.)*", "```", ""]
+            # ``glue:figure`` cannot paste from another page; the generic ``glue`` directive can.
+            lines += [f"```{{glue}} {key}", f":doc: {doc}.ipynb", "```", "",
+                      f"{caption} *(The {kind} `{key}`, made {where}.)*", ""]
     page.write_text("\n".join(lines))
 
 

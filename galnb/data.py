@@ -277,7 +277,7 @@ def ensure_store(run: "Run", progress: bool = True) -> Store:
     if run.data == "sdss":
         raise StoreError(
             f"{root}: no SDSS store yet. Download it on a machine with network access with "
-            f"`python -m galnb sdss --run-dir {run.dir.parent} --scale {run.scale.name}` (see galnb.sdss)"
+            f"`python -m galnb.sdss --run-dir {run.dir.parent} --scale {run.scale.name} --seed {run.seed}`"
         )
     return import_folder(Path(run.data), root, seed=run.seed, image_size=run.scale.image_size)
 

@@ -375,6 +375,7 @@ def start_chapter(
     import numpy as np
     import torch
 
+    np.set_printoptions(legacy="1.25")  # glued numpy scalars print as 0.18, not np.float64(0.18)
     np.random.seed(seed)
     torch.manual_seed(seed)
     run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra))

@@ -81,7 +81,6 @@ glue("train_wall_min", result.history["seconds"].sum() / 60, display=False)
 
 # %% [markdown]
 # ```{glue:figure} train_curves
-# :name: fig-train-curves
 #
 # Training and validation loss of the {glue:text}`train_epochs` epochs run; the dashed line
 # marks epoch {glue:text}`train_best_epoch`, whose weights are kept.

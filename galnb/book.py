@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import SCALE_CHOICES, project_root, resolve_scale
+from .runs import SCALE_CHOICES, project_root, resolve_scale, run_folder
 
 __all__ = ["CHAPTERS", "Execution", "executions", "sync_notebooks", "build_book"]
 
@@ -58,6 +58,18 @@ def sync_notebooks(root: Path | None = None) -> list[Path]:
     return written
 
 
+def _collapse_injected_parameters(path: Path) -> None:
+    """Show papermill's injected-parameters cell collapsed (a toggle) in the rendered page."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    nbformat.write(nb, path)
+
+
 def _run(cmd: list[str], **kwargs) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, **kwargs)
@@ -71,6 +83,7 @@ def build_book(
     run_dir: str = "runs",
     out: str | Path = "_build/book",
     only: list[str] | None = None,
+    render_only: bool = False,
 ) -> Path:
     """Execute every chapter once, in order, then render the executed notebooks.
 
@@ -78,22 +91,27 @@ def build_book(
     executed notebooks, so Jupyter Book never executes anything itself. Sphinx
     warnings are errors, and a failing cell stops the build (papermill raises).
 
+    Arguments:
+        only: execute just these notebooks and do not render (for authors).
+        render_only: render the notebooks already executed into ``out`` (for authors).
     Returns:
         the folder holding ``index.html``.
     """
-    resolve_scale(scale)  # fail on a bad scale before any work
+    resolved = resolve_scale(scale)  # fail on a bad scale before any work
     root = project_root()
     out = (root / out).resolve() if not Path(out).is_absolute() else Path(out)
     staged_nb = out / "notebooks"
-    if out.exists():
-        shutil.rmtree(out)
-    staged_nb.mkdir(parents=True)
+    if render_only and not staged_nb.exists():
+        raise FileNotFoundError(f"{staged_nb}: no executed notebooks to render; build without --render-only first")
+    for stale in (out / "book", out / "_build", *([] if render_only else [staged_nb])):
+        shutil.rmtree(stale, ignore_errors=True)
+    staged_nb.mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(root / name, out / name)
     shutil.copytree(root / "book", out / "book")
     common = {"scale": scale, "data": data, "seed": seed, "device": device, "run_dir": str((root / run_dir).resolve())}
-    timings = []
-    for ex in executions():
+    timings: dict[str, float] = {}
+    for ex in [] if render_only else executions():
         if only and ex.notebook not in only:
             continue
         params = {**common, **dict(ex.params)}
@@ -101,14 +119,15 @@ def build_book(
         start = time.time()
         _run([sys.executable, "-m", "papermill", str(root / "notebooks" / f"{ex.notebook}.ipynb"),
               str(staged_nb / f"{ex.page}.ipynb"), "--cwd", str(root), "-k", "python3", "--log-output", *flags])
-        timings.append((ex.page, time.time() - start))
-    for page, seconds in timings:
+        timings[ex.page] = time.time() - start
+        _collapse_injected_parameters(staged_nb / f"{ex.page}.ipynb")
+    for page, seconds in timings.items():
         print(f"executed {page:<16} {seconds:7.1f} s")
     if only:
         print("--only given: chapters executed, book not rendered (it needs every chapter)")
         return staged_nb
-    run_folder = next((root / run_dir).resolve().glob(f"{resolve_scale(scale).name}-*-seed{seed}"), None)
-    _write_execution_page(out / "book" / "execution.md", run_folder, timings)
+    folder = run_folder(run_dir, resolved.name, data, seed)
+    _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", timings)
     _write_results_page(out / "book" / "results.md", staged_nb)
     _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
     html = out / "_build" / "html"
@@ -157,6 +176,14 @@ def _title(nb_path: Path) -> str:
     return nb_path.stem
 
 
+def _rebase_roles(text: str, page: str) -> str:
+    """Make a chapter caption's glue keys and document links work from ``book/results``."""
+    # glue:text splits its format off at the last colon, so a doc path needs an explicit format
+    text = re.sub(r"\{glue:text\}`(?![^`]*::)([^`:]+)`", r"{glue:text}`\1:s`", text)
+    text = re.sub(r"\{(glue(?::\w+)?)\}`(?![^`]*::)([^`]+)`", rf"{{\1}}`../notebooks/{page}.ipynb::\2`", text)
+    return re.sub(r"\{doc\}`(?!\.\./)([^`/]+)`", r"{doc}`../notebooks/\1`", text)
+
+
 def _write_results_page(page: Path, staged_nb: Path) -> None:
     """Every glued figure and table of every chapter, each linking back to where it was made."""
     lines = [page.read_text().rstrip(), ""]
@@ -170,6 +197,7 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
         lines += [f"## {_title(nb)}" + (f" ({', '.join(f'{k}={v}' for k, v in ex.params)})" if ex.params else ""), ""]
         for key, kind in items:
             caption, label = captions.get(key, ("", None))
+            caption = _rebase_roles(caption, ex.page)
             where = f"{{ref}}`in its chapter <{label}>`" if label else f"{{doc}}`in its chapter <{doc}>`"
             # ``glue:figure`` cannot paste from another page; the generic ``glue`` directive can.
             lines += [f"```{{glue}} {key}", f":doc: {doc}.ipynb", "```", "",
@@ -177,19 +205,18 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
     page.write_text("\n".join(lines))
 
 
-def _write_execution_page(page: Path, run_folder: Path | None, timings: list[tuple[str, float]]) -> None:
+def _write_execution_page(page: Path, manifest: Path, timings: dict[str, float]) -> None:
     import pandas as pd
 
-    manifest = run_folder / "manifest.json" if run_folder else None
-    recorded = json.loads(manifest.read_text()) if manifest and manifest.exists() else {}
+    recorded = json.loads(manifest.read_text()) if manifest.exists() else {}
     rows = []
-    for (name, seconds), ex in zip(timings, executions()):
+    for ex in executions():
         info = recorded.get(ex.notebook + "".join(f"-{v}" for _, v in ex.params), {})
-        rows.append({"page": name, "notebook": ex.notebook, "scale": info.get("scale", "?"),
+        rows.append({"page": ex.page, "scale": info.get("parameters", {}).get("scale", "?"),
                      "hardware": info.get("hardware", "?"), "chapter wall time [s]": info.get("wall_s", float("nan")),
-                     "papermill wall time [s]": round(seconds, 1)})
-    table = pd.DataFrame(rows).to_markdown(index=False) if rows else "(no chapter executed)"
-    page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", table))
+                     "papermill wall time [s]": round(timings[ex.page], 1) if ex.page in timings else float("nan"),
+                     "finished": info.get("finished", "?"), "git commit": info.get("git_commit", "?")})
+    page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", pd.DataFrame(rows).to_markdown(index=False)))
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -204,12 +231,13 @@ def _main(argv: list[str] | None = None) -> int:
     book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     book.add_argument("--run-dir", default="runs")
     book.add_argument("--out", default="_build/book")
-    book.add_argument("--only", nargs="*", help="execute only these notebooks (e.g. 01_data 02_cfm_theory)")
+    book.add_argument("--only", nargs="*", help="execute only these notebooks (e.g. 01_data 02_cfm_theory), do not render")
+    book.add_argument("--render-only", action="store_true", help="render the notebooks already executed into --out")
     sub.add_parser("sync", help="regenerate notebooks/*.ipynb from their .py sources")
     args = parser.parse_args(argv)
     if args.command == "sync":
         for path in sync_notebooks():
             print(f"wrote {path}")
         return 0
-    build_book(args.scale, args.data, args.seed, args.device, args.run_dir, args.out, args.only)
+    build_book(args.scale, args.data, args.seed, args.device, args.run_dir, args.out, args.only, args.render_only)
     return 0

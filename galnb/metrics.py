@@ -224,8 +224,12 @@ def select_box(points: np.ndarray, quantile: tuple[float, float], half_width: fl
     """
     centre = np.array([np.quantile(points[:, 0], quantile[0]), np.quantile(points[:, 1], quantile[1])])
     span = np.quantile(points, 0.95, axis=0) - np.quantile(points, 0.05, axis=0)
-    lo, hi = centre - half_width * span, centre + half_width * span
-    inside = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
+    while True:  # widen the box until it holds n points (a sparse corner of the plane)
+        lo, hi = centre - half_width * span, centre + half_width * span
+        inside = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
+        if len(inside) >= min(n, len(points)):
+            break
+        half_width *= 1.25
     chosen = np.random.default_rng(seed).permutation(inside)[:n]
     return (lo[0], hi[0], lo[1], hi[1]), chosen
 

@@ -127,6 +127,9 @@ def accuracy_informativeness(dlogp: dict[str, np.ndarray], dkl: dict[str, np.nda
         ax.legend(fontsize=9)
     for n in names:
         axes[2].scatter(dkl[n], dlogp[n], s=6, alpha=0.6, color=MODEL_COLORS[n], label=n)
+    both = np.concatenate([dlogp[n] for n in names])
+    lo, hi = np.quantile(both, [0.005, 0.995])
+    axes[2].set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))  # a few outliers would flatten the rest
     axes[2].set_xlabel(axes[1].get_xlabel())
     axes[2].set_ylabel(axes[0].get_xlabel())
     axes[2].legend()
@@ -162,13 +165,12 @@ def scaling_relations(truth, means: dict[str, np.ndarray], images, boxes: list[t
             ax.set_xlim(QUANTITIES[xk].range), ax.set_ylim(QUANTITIES[yk].range)
             ax.set_xlabel(label(xk)), ax.set_ylabel(label(yk))
             ax.legend(fontsize=7, loc="lower right", markerscale=3)
-        for k in range(3):
+        for k in range(min(3, len(box_members[row]))):
             ax = fig.add_subplot(grid[row, 2 + k])
             ax.set_xticks([]), ax.set_yticks([])
-            if k < len(box_members[row]):
-                ax.imshow(images[box_members[row][k]])
-                for side in ax.spines.values():
-                    side.set_edgecolor(MODEL_COLORS["truth"])
+            ax.imshow(images[box_members[row][k]])
+            for side in ax.spines.values():
+                side.set_edgecolor(MODEL_COLORS["truth"])
     fig.tight_layout()
     return fig
 

@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write",
     "file_hash",
     "MissingArtifact",
+    "run_folder",
 ]
 
 SCALE_ENV = "GALNB_SCALE"
@@ -138,6 +139,15 @@ def _data_key(data: str) -> str:
     if data in ("mock", "sdss"):
         return data
     return "user-" + hashlib.sha1(data.encode()).hexdigest()[:8]
+
+
+def run_folder(run_dir: str | Path, scale: str, data: str, seed: int) -> Path:
+    """``<run_dir>/<scale>-<data>-seed<seed>``; ``$GALNB_RUN_DIR`` overrides ``run_dir``, and a
+    relative ``run_dir`` is taken from the repository root."""
+    root = Path(os.environ.get(RUN_DIR_ENV) or run_dir).expanduser()
+    if not root.is_absolute():
+        root = project_root() / root
+    return root / f"{scale}-{_data_key(data)}-seed{seed}"
 
 
 def _writable_dir(path: Path) -> Path:
@@ -367,10 +377,7 @@ def start_chapter(
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"parameter seed={seed!r} is not valid; use a non-negative integer")
     resolved_device = resolve_device(device)
-    root = Path(os.environ.get(RUN_DIR_ENV) or run_dir).expanduser()
-    if not root.is_absolute():
-        root = project_root() / root
-    folder = _writable_dir(root / f"{resolved_scale.name}-{_data_key(data)}-seed{seed}")
+    folder = _writable_dir(run_folder(run_dir, resolved_scale.name, data, seed))
 
     import numpy as np
     import torch

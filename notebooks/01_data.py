@@ -64,11 +64,10 @@ from myst_nb import glue
 
 funnel = pd.read_csv(run.data_dir / "funnel.csv") if (run.data_dir / "funnel.csv").exists() else pd.DataFrame()
 splits = pd.DataFrame({"split": list(store.splits), "galaxies": [len(v) for v in store.splits.values()]})
-glue("data_funnel", funnel.style.hide(axis="index"), display=False)
+glue("data_funnel", funnel.style.format(escape="html").hide(axis="index"), display=False)
 glue("data_splits", splits.style.hide(axis="index"), display=False)
 glue("data_n", len(catalog), display=False)
 glue("data_image_size", store.image_size, display=False)
-funnel
 
 # %% [markdown]
 # ```{glue:figure} data_funnel
@@ -90,7 +89,6 @@ funnel
 from galnb.properties import MAG_COLUMNS, TARGETS
 
 stats = pd.DataFrame(store.meta["stats"]).T.loc[[*TARGETS, *MAG_COLUMNS]]
-glue("data_stats", stats.style.format(precision=3), display=False)
 stats
 
 # %% [markdown]

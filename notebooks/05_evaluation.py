@@ -36,16 +36,12 @@ run = start_chapter("05_evaluation", scale=scale, data=data, seed=seed, device=d
 # same five properties, come from {doc}`04_vae_nf`.
 
 # %%
-import time
-
 from galnb.data import load_store
 from galnb.metrics import Posterior
 from galnb.training import posterior_on_test_set
 
 store = load_store(run.require(run.data_dir / "meta.json", "01_data").parent)
-t0 = time.perf_counter()
 posteriors = {kind: posterior_on_test_set(run, store, kind) for kind in ("phot", "image")}
-cfm_seconds = time.perf_counter() - t0
 for name in ("vaenf-image", "vaenf-phot"):
     posteriors[name] = Posterior.load(run.require(run.posterior_path(name), "04_vae_nf"))
     assert (posteriors[name].test_index == posteriors["image"].test_index).all(), f"{name}: other test objects"
@@ -116,7 +112,6 @@ wd = metrics.wasserstein_table(posteriors)
 wd_paper = metrics.wasserstein_with_paper(wd)
 glue("eval_wd_table", wd_paper.style.format(precision=4).hide(axis="index"), display=False)
 glue("eval_wd_image_wins", int((wd["image"] < wd["phot"]).sum()), display=False)
-wd_paper
 
 # %% [markdown]
 # ```{glue:figure} eval_wd_table
@@ -203,7 +198,6 @@ speed.update({name: posteriors[name].meta.get("seconds_per_1000_draws", float("n
 head = metrics.head_to_head(posteriors, dlogp, dkl, tarp, speed)
 glue("eval_head_to_head", head.style.format(precision=3), display=False)
 glue("eval_r2", metrics.r2_table(posteriors).style.format(precision=3).hide(axis="index"), display=False)
-head
 
 # %% [markdown]
 # ```{glue:figure} eval_head_to_head

@@ -74,7 +74,6 @@ glue("degeneracy_closer_pct", 100 * closer, display=False)
 for kind in ("phot", "image"):
     glue(f"degeneracy_area_{kind}", float(summary.loc[kind, "area68"]), display=False)
     glue(f"degeneracy_corr_{kind}", float(summary.loc[kind, "corr"]), display=False)
-summary
 
 # %% [markdown]
 # ```{glue:figure} degeneracy_summary

@@ -182,6 +182,8 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # left by a process killed mid-write
+        stale.unlink()
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.hidden, config.depth, config.sigma).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -84,3 +84,17 @@ def test_nan_loss_stops_training_with_a_clear_message(tiny_store, tmp_path, monk
 def test_unknown_model_kind_is_refused():
     with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image'\)"):
         TrainConfig(model="foo")
+
+
+@pytest.mark.parametrize("kind", ["phot", "image"])
+def test_same_seed_gives_identical_weights_and_posteriors_on_cpu(tiny_store, tmp_path, kind):
+    config = TrainConfig(model=kind, **{**FAST, "max_epochs": 2})
+    posts = []
+    for name in ("a", "b"):
+        train_cfm(tiny_store, tmp_path / name, config, progress=False)
+        trained = load_trained(tmp_path / name, tiny_store)
+        posts.append(trained.posterior(tiny_store, tiny_store.splits["test"][:3], n_draws=8, steps=4, seed=1))
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=False)["model"] for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(posts[0].samples, posts[1].samples)
+    assert np.array_equal(posts[0].log_prob_true, posts[1].log_prob_true)

@@ -34,7 +34,10 @@ def test_every_chapter_executed_without_errors(built_book, page):
     nb = nbformat.read(built_book["site"] / "notebooks" / f"{page}.ipynb", as_version=4)
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    assert any(o.get("output_type") in ("display_data", "stream") for o in nb.cells[2].get("outputs", [])), "run card"
+    card_cell = next(c for c in nb.cells if "start_chapter(" in c.source)
+    card = [o for o in card_cell.get("outputs", []) if o.get("output_type") == "display_data"]
+    assert card and "wall time" in card[0]["data"]["text/html"], "the first output is the run card, with its wall time"
+    assert "running" not in card[0]["data"]["text/html"], "finish() updated the card"
 
 
 def test_every_chapter_and_the_results_page_are_rendered(built_book):

@@ -30,6 +30,7 @@ __all__ = [
     "head_to_head",
     "dust_age_examples",
     "degeneracy_table",
+    "verdict",
 ]
 
 
@@ -304,3 +305,22 @@ def degeneracy_table(posteriors: dict[str, Posterior], extra: pd.DataFrame | Non
             frame = pd.concat([frame, extra.reset_index(drop=True)], axis=1)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def verdict(comparisons: dict[str, tuple[float, float]], better: str = "higher") -> str:
+    """A sentence saying, per measure, whether the image model beats the photometry model.
+
+    Arguments:
+        comparisons: measure name → (image value, photometry value), oriented so that the
+            larger number is the better one (pass negated values for "smaller is better";
+            ``better`` only words the sentence).
+    """
+    parts = []
+    for name, (image, phot) in comparisons.items():
+        shown = (abs(image), abs(phot)) if better == "smaller" else (image, phot)
+        parts.append(f"{name} {'favours' if image > phot else 'does not favour'} the image model "
+                     f"({shown[0]:.3f} vs {shown[1]:.3f}, {better} is better)")
+    wins = sum(image > phot for image, phot in comparisons.values())
+    head = "The image model wins on every measure" if wins == len(comparisons) else (
+        "The image model does not win on every measure")
+    return f"{head}: " + "; ".join(parts) + "."

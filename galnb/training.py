@@ -34,6 +34,7 @@ __all__ = [
     "TrainedModel",
     "posterior_on_test_set",
     "time_sampling",
+    "solver_accuracy",
 ]
 
 MODEL_KINDS: tuple[str, ...] = ("phot", "image")
@@ -377,3 +378,33 @@ def time_sampling(trained: TrainedModel, store: Store, rows: np.ndarray, steps: 
     with torch.no_grad():
         trained.model.sample(cond, n_draws, steps)
     return (time.perf_counter() - start) / len(rows)
+
+
+def solver_accuracy(trained: TrainedModel, store: Store, rows: np.ndarray, prior,
+                    settings=(("euler", 10), ("midpoint", 5), ("midpoint", 10), ("rk4", 2), ("rk4", 5),
+                              ("rk4", 10), ("rk4", 25)), reference: tuple[str, int] = ("rk4", 100)) -> pd.DataFrame:
+    """Δlog p of test objects with cheaper ODE solvers against a reference solver.
+
+    Returns one row per setting: network evaluations per integration, and the mean and
+    largest absolute difference of Δlog p from the reference (nats).
+    """
+    from .cfm import METHODS
+
+    rows = np.asarray(rows)
+    device = next(trained.model.parameters()).device.type
+    cond = trained.condition(store, rows, device)
+    truth = store.catalog.iloc[rows][list(TARGETS)].to_numpy()
+    theta = torch.as_tensor(trained.theta_std.forward(truth), dtype=torch.float32, device=device)
+    log_prior = prior.log_prob(truth)
+
+    def dlogp(method: str, steps: int) -> np.ndarray:
+        lp = trained.model.log_prob(theta, cond, steps, method).cpu().double().numpy() + trained.theta_std.log_det
+        return lp - log_prior
+
+    ref = dlogp(*reference)
+    out = []
+    for method, steps in (*settings, reference):
+        diff = np.abs(dlogp(method, steps) - ref)
+        out.append({"method": method, "steps": steps, "evaluations": steps * METHODS[method],
+                    "mean |Δ| [nats]": float(diff.mean()), "max |Δ| [nats]": float(diff.max())})
+    return pd.DataFrame(out)

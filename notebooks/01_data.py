@@ -38,13 +38,13 @@ run = start_chapter("01_data", scale=scale, data=data, seed=seed, device=device,
 # {cite}`speagle2014`, the mass–metallicity relation {cite}`tremonti2004`, and dust that grows
 # with mass and star formation. Spectra come from stellar-population synthesis with nebular
 # emission (`bagpipes` {cite}`carnall2018bagpipes`) with Calzetti attenuation
-# {cite}`calzetti2000`; $D_n(4000)$ is measured on the spectrum in the narrow bands of
+# {cite}`calzetti2000` (which sets {term}`A_V`); the {term}`Dn4000` break is measured on the spectrum in the narrow bands of
 # {cite:t}`balogh1999`; the black-hole mass follows the $M$–$\sigma$ relation
 # {cite}`mcconnell2013`. Magnitudes are integrated through the real SDSS $ugriz$ curves.
 # Images are rendered with GalSim {cite}`rowe2015galsim`: a bulge and an inclined, dusty disk,
 # each with its own stellar population, convolved with an SDSS-like PSF, with sky noise at
 # 0.396″/px, and combined into RGB with the asinh stretch of SkyServer {cite}`lupton2004`.
-# Finally the Main Galaxy Sample cut $16 < r < 17.78$ {cite}`strauss2002mgs` and a BPT
+# Finally the {term}`Main Galaxy Sample <MGS>` cut $16 < r < 17.78$ {cite}`strauss2002mgs` and a {term}`BPT`
 # star-forming cut {cite}`kauffmann2003bpt` are applied, as in the paper. See
 # `galnb/simulation.py` for every choice and its reference.
 
@@ -161,16 +161,36 @@ glue("data_vs_real", plots.photometry_vs_real(sim_blue, real_blue, dict(zip(wd["
 # The data set (catalog, memory-mapped image cube, splits, standardisation) now sits in the
 # run directory. Later chapters load it with `galnb.data.load_store`.
 #
+# Each solution is a collapsed cell that ran when this page was built.
+#
 # 1. Plot $D_n(4000)$ against specific SFR ($\log\mathrm{SFR}-\log M_\star$) for the catalog.
 #    Which way does it go, and why?
-# 2. Use `galnb.plots.cutout_grid` to show the cutouts across the inclination–$A_V$ plane.
-#
-# :::{admonition} Solution
+
+# %% tags=["hide-cell", "solution"]
+# Solution 1
+from scipy.stats import spearmanr
+
+ssfr = catalog.log_sfr - catalog.log_mstar
+print(f"Spearman correlation of Dn4000 with sSFR: {spearmanr(ssfr, catalog.dn4000).statistic:.2f}")
+catalog.assign(ssfr=ssfr).plot.scatter("ssfr", "dn4000", s=2).figure
+
+# %% [markdown]
+# :::{admonition} What solution 1 shows
 # :class: dropdown
-# 1. `catalog.assign(ssfr=catalog.log_sfr - catalog.log_mstar).plot.scatter("ssfr", "dn4000", s=2)`:
-#    $D_n(4000)$ falls as sSFR rises, because young, hot stars fill in the 4000 Å break.
-# 2. `plots.cutout_grid(catalog, store.images, x="inclination", y="av")`: edge-on disks
-#    (high inclination) are redder and carry more $A_V$.
+# $D_n(4000)$ falls as sSFR rises, because young, hot stars fill in the 4000 Å break.
+# :::
+#
+# 2. Show cutouts across the inclination–$A_V$ plane with `galnb.plots.cutout_grid`.
+
+# %% tags=["hide-cell", "solution"]
+# Solution 2
+plots.cutout_grid(catalog, store.images, x="inclination", y="av", seed=seed)
+
+# %% [markdown]
+# :::{admonition} What solution 2 shows
+# :class: dropdown
+# Edge-on disks (high inclination) look redder and thinner and carry more $A_V$: the light
+# of an inclined disk crosses more of its own dust.
 # :::
 
 # %%

@@ -263,60 +263,74 @@ glue("cfm_theory_logprob", fig, display=False)
 #
 # ## Exercises
 #
+# Each solution below is a collapsed cell that ran when this page was built (click to show
+# it); the numbers it printed are from that run.
+#
 # 1. **Path width.** Retrain the 2-D model with `sigma=0.3`. How does the learned posterior
 #    covariance compare with the exact $\Sigma$, and with $\Sigma + \sigma^2 I$?
-#
-# :::{admonition} Solution
+
+# %% tags=["hide-cell", "solution"]
+# Solution 1: a wider probability path
+wide = CFM(problem2.dim, problem2.obs_dim, sigma=0.3).to(run.device)
+fit(wide, problem2, steps=run.scale.toy_train_steps, seed=run.seed)
+r = compare(wide, problem2, x2, n_draws=run.scale.toy_n_samples, steps=STEPS, seed=run.seed)
+print("learned variances:       ", np.diag(r["cov"][0]).round(3))
+print("exact variances:         ", np.diag(r["exact_cov"]).round(3))
+print("exact + sigma^2 variances:", (np.diag(r["exact_cov"]) + 0.3**2).round(3))
+
+# %% [markdown]
+# :::{admonition} What solution 1 shows
 # :class: dropdown
-# ```python
-# m = CFM(2, 2, sigma=0.3)
-# fit(m, problem2, steps=run.scale.toy_train_steps, seed=run.seed)
-# r = compare(m, problem2, x2, n_draws=2000, steps=STEPS)
-# print(r["cov"], r["exact_cov"], r["exact_cov"] + 0.3**2 * np.eye(2))
-# ```
-# The learned variances grow (in our run from the exact 0.093 to about 0.15), towards but not
-# all the way to those of $\Sigma + \sigma^2 I$ (0.183): the path ends in the posterior blurred
-# by $\mathcal{N}(0, \sigma^2 I)$, but it starts from $\mathcal{N}(0, (1 + \sigma^2) I)$ while
-# the sampler starts from the narrower $\mathcal{N}(0, I)$, which takes back part of the blur.
-# So $\sigma$ trades a smoother regression target for a biased posterior. With the paper's
-# $\sigma = 0.05$ on standardised properties the blur is $0.0025$ in variance, small next to
-# the posterior variances.
+# The learned variances grow towards, but not all the way to, those of $\Sigma + \sigma^2 I$:
+# the path ends in the posterior blurred by $\mathcal{N}(0, \sigma^2 I)$, but it starts from
+# $\mathcal{N}(0, (1 + \sigma^2) I)$ while the sampler starts from the narrower
+# $\mathcal{N}(0, I)$, which takes back part of the blur. So $\sigma$ trades a smoother
+# regression target for a biased posterior; with the paper's $\sigma = 0.05$ on standardised
+# properties the blur is $0.0025$ in variance, small next to the posterior variances.
 # :::
 #
 # 2. **Solver steps.** Recompute the log-densities of `res2["theta_eval"]` with
-#    `model2.log_prob(..., steps=s, method=m)` for `s` in 2, 5, 10, 20, 100 and `m` in
-#    `"euler"`, `"midpoint"`, `"rk4"`. Plot the mean absolute difference from RK4 with 100
-#    steps against the number of network evaluations (`steps * galnb.cfm.METHODS[m]`).
-#
-# :::{admonition} Solution
+#    `model2.log_prob(..., steps=s, method=m)` for several `s` and `m` in `"euler"`,
+#    `"midpoint"`, `"rk4"`, and compare with RK4 at 100 steps per network evaluation.
+
+# %% tags=["hide-cell", "solution"]
+# Solution 2: error against the number of network evaluations
+from galnb.cfm import METHODS
+
+th = torch.tensor(res2["theta_eval"], dtype=torch.float32, device=run.device)
+ref = model2.log_prob(th, x2_t, steps=100)
+for m in ("euler", "midpoint", "rk4"):
+    for s in (2, 5, 10, 20):
+        err = (model2.log_prob(th, x2_t, steps=s, method=m) - ref).abs().mean().item()
+        print(f"{m:8s} {s:3d} steps {s * METHODS[m]:3d} evaluations  error {err:.1e} nats")
+
+# %% [markdown]
+# :::{admonition} What solution 2 shows
 # :class: dropdown
-# ```python
-# from galnb.cfm import METHODS
-# th = torch.tensor(res2["theta_eval"], dtype=torch.float32)
-# ref = model2.log_prob(th, x2_t, steps=100)
-# for m in ("euler", "midpoint", "rk4"):
-#     for s in (2, 5, 10, 20):
-#         err = (model2.log_prob(th, x2_t, steps=s, method=m) - ref).abs().mean().item()
-#         print(m, s, s * METHODS[m], f"{err:.2e}")
-# ```
-# The error falls as (evaluations)$^{-p}$ with $p$ = 1, 2 and 4. Because the learned paths
-# are nearly straight, RK4 with 5–10 steps is already orders of magnitude below the network's
-# own error of about {glue:text}`cfm_theory_2d_logp_mae:.2f` nats, while Euler's error at 20
-# steps is still as large as the network's (`benchmarks/bench_cfm.py` prints this table for
-# the 5-D problem).
+# The error falls as (evaluations)$^{-p}$ with $p$ = 1, 2 and 4. Because the learned paths are
+# nearly straight, RK4 with 5–10 steps is already far below the network's own error of
+# {glue:text}`cfm_theory_2d_logp_mae:.2f` nats (`benchmarks/bench_cfm.py` prints this table
+# for the 5-D problem).
 # :::
 #
-# 3. **Training length.** Halve and double `steps` in `fit`. Which of the summary numbers
+# 3. **Training length.** Halve and double the training steps. Which of the summary numbers
 #    improves most with training?
-#
-# :::{admonition} Solution
+
+# %% tags=["hide-cell", "solution"]
+# Solution 3: the summary numbers against training length
+for factor in (0.5, 2):
+    m = CFM(problem2.dim, problem2.obs_dim, sigma=SIGMA).to(run.device)
+    fit(m, problem2, steps=int(run.scale.toy_train_steps * factor), seed=run.seed)
+    r = compare(m, problem2, x2, n_draws=run.scale.toy_n_samples, steps=STEPS, seed=run.seed)
+    print(f"x{factor}: " + ", ".join(f"{k} {r[k]:.3f}" for k in ("mean_err", "sd_err", "logp_mae")))
+
+# %% [markdown]
+# :::{admonition} What solution 3 shows
 # :class: dropdown
-# Rerun the training cell with `steps=run.scale.toy_train_steps // 2` and `* 2`, then
-# `compare`, and look at `mean_err`, `sd_err` and `logp_mae`. The posterior-mean error soon
-# reaches the Monte Carlo error of the draws (about $1/\sqrt{n}$ posterior standard
-# deviations) and stops improving; the log-density error, which depends on the divergence of
-# the field (a derivative of what the network learns), keeps falling: in our runs doubling
-# 1,500 steps to 3,000 cut it by about a third.
+# The posterior-mean error soon reaches the Monte Carlo error of the draws (about
+# $1/\sqrt{n}$ posterior standard deviations) and stops improving; the log-density error,
+# which depends on the divergence of the field (a derivative of what the network learns),
+# keeps falling with training.
 # :::
 
 # %%

@@ -100,19 +100,49 @@ glue("train_wall_min", result.history["seconds"].sum() / 60, display=False)
 # the standardisation statistics; {doc}`05_evaluation` loads it with
 # `galnb.training.load_trained`.
 #
-# 1. Train the photometry model (`-p model phot`) and compare its best validation loss
-#    with the image model's. Which is lower, and why does that not by itself say which
-#    posterior is better?
-# 2. Halve `sigma` and retrain. How does the loss floor change?
+# Each solution is a collapsed cell that ran when this page was built.
 #
-# :::{admonition} Solution
+# 1. Compare the best validation loss of the image and photometry models (train the other
+#    one with `-p model phot` or `-p model image` if it is missing). Which is lower, and why
+#    does that not by itself say which posterior is better?
+
+# %% tags=["hide-cell", "solution"]
+# Solution 1
+import torch
+
+for kind in ("phot", "image"):
+    last = run.model_dir(kind) / "last.pt"
+    if last.exists():
+        history = torch.load(last, weights_only=False)["history"]
+        print(kind, "best validation loss", round(min(h["val_loss"] for h in history), 4))
+    else:
+        print(kind, "not trained yet:", run.papermill_command("03_train", model=kind))
+
+# %% [markdown]
+# :::{admonition} What solution 1 shows
 # :class: dropdown
-# 1. `papermill notebooks/03_train.ipynb out.ipynb -p model phot -p scale ci`. The loss is
-#    an MSE to a random velocity $\theta_1-\theta_0$ and never reaches zero; its floor
-#    depends on how wide the true posterior is. Comparing posteriors needs the metrics
-#    of chapter 5 (Δlog p, D_KL), not the training loss.
-# 2. The irreducible part of the loss shrinks with $\sigma^2$ only slightly: most of it
-#    comes from the spread of $\theta_0$ and of the posterior, not from the path width.
+# The loss is an MSE to a random velocity $\theta_1-\theta_0$ and never reaches zero; its
+# floor depends on how wide the true posterior is. Comparing posteriors needs the metrics of
+# chapter 5 ($\Delta\log p$, $D_\mathrm{KL}$), not the training loss.
+# :::
+#
+# 2. Retrain the photometry model for a few epochs with half the path width `sigma` and
+#    compare its validation loss with the same run at the default width.
+
+# %% tags=["hide-cell", "solution"]
+# Solution 2 (a short photometry-model run into a scratch folder of the run directory)
+from dataclasses import replace
+
+for width in (sigma, sigma / 2):
+    short = replace(config, model="phot", sigma=width, max_epochs=3)
+    res = train_cfm(store, run.dir / "exercises" / f"sigma{width}", short, device=run.device, progress=False)
+    print(f"sigma={width}: validation loss after 3 epochs {res.history['val_loss'].iloc[-1]:.4f}")
+
+# %% [markdown]
+# :::{admonition} What solution 2 shows
+# :class: dropdown
+# The irreducible part of the loss shrinks only slightly with $\sigma^2$: most of it comes
+# from the spread of $\theta_0$ and of the posterior, not from the path width.
 # :::
 
 # %%

@@ -142,7 +142,7 @@ glue("vaenf_curves", plots.vaenf_learning_curves(vae_curve, {f"{k} + NF": v for 
 #
 # We draw {glue:text}`vaenf_n_draws` samples per member from the chain-rule sampler for every
 # test galaxy and score the mean of the pooled draws against the catalog with the
-# coefficient of determination $R^2$. As in the paper, metallicity is scored on the galaxies
+# coefficient of determination ({term}`R²`). As in the paper, metallicity is scored on the galaxies
 # whose O/H is measurable.
 
 # %%
@@ -407,30 +407,53 @@ table_five
 #
 # ## Exercises
 #
+# Each solution is a collapsed cell that ran when this page was built.
+#
 # 1. The chain rule makes metallicity co-vary with the sampled stellar mass. Measure the
 #    correlation of $\log M_\star$ and O/H in the draws of the representative galaxy and
 #    compare it with the correlation across the whole catalog.
+
+# %% tags=["hide-cell", "solution"]
+# Solution 1
+params = list(post["image"].params)
+i_m, i_z = params.index("log_mstar"), params.index("oh12")
+print(f"one galaxy's draws: {np.corrcoef(draws[:, i_m], draws[:, i_z])[0, 1]:.2f}; "
+      f"whole catalog: {cat[['log_mstar', 'oh12']].corr().iloc[0, 1]:.2f}")
+
+# %% [markdown]
+# :::{admonition} What solution 1 shows
+# :class: dropdown
+# The catalog correlation is the mass–metallicity relation across the whole sample; the
+# per-galaxy one is what the chain rule passes on from the sampled mass, and is weaker,
+# because one galaxy's posterior spans a narrow range of mass over which the relation's
+# scatter dominates.
+# :::
+#
 # 2. How much of the image model's advantage comes from the latent standard deviations?
 #    Train on the latent means and photometry only.
-# 3. Is the epistemic σ stable? Re-run with `n_ensemble` = 5 (build a new `fit` dict) and
-#    compare Table 2.
-#
-# :::{admonition} Solution
+# 3. Is the epistemic σ stable? Train an ensemble with more members and compare Table 2.
+
+# %% tags=["hide-cell", "solution"]
+# Solution 2
+x_mu = np.hstack([mu, x_phot])
+models_mu, _ = vaenf.fit_split(cat, x_mu, splits, core=VAENF_CORE, lines=LINES, **fit)
+post_mu = vaenf.predict(models_mu, x_mu[test], run.scale.n_draws, seed=run.seed, device=run.device)
+pd.DataFrame({"means + σ": r2["image"], "means only": vaenf.r2_table(post_mu, cat.iloc[test])}).round(2)
+
+# %% tags=["hide-cell", "solution"]
+# Solution 3
+members = run.scale.n_ensemble + 2
+models_k, _ = vaenf.fit_split(cat, x_img, splits, core=VAENF_CORE, lines=LINES, **{**fit, "n_ensemble": members})
+vaenf.uncertainty_table(vaenf.predict(models_k, x_img[val], run.scale.n_draws, seed=run.seed, device=run.device))
+
+# %% [markdown]
+# :::{admonition} What solutions 2 and 3 show
 # :class: dropdown
-# 1. `np.corrcoef(draws[:, 0], draws[:, 4])[0, 1]` against
-#    `cat[["log_mstar", "oh12"]].corr()`. The catalog correlation is the mass–metallicity
-#    relation across the whole sample; the per-galaxy one is what the chain rule passes on
-#    from the sampled mass, and is weaker, because one galaxy's posterior spans a narrow
-#    range of mass over which the relation's scatter dominates.
-# 2. `x = np.hstack([mu, x_phot])`, then `models_mu, _ = vaenf.fit_split(cat, x, splits, **fit)`
-#    and `vaenf.r2_table(vaenf.predict(models_mu, x[test], run.scale.n_draws), cat.iloc[test])`.
-#    Compare with `r2["image"]`; a difference smaller than the change from another `seed` is
-#    not significant.
-# 3. `models5, _ = vaenf.fit_split(cat, x_img, splits, **{**fit, "n_ensemble": 5})`, then
-#    `vaenf.uncertainty_table(vaenf.predict(models5, x_img[val], run.scale.n_draws))`. The
-#    aleatoric σ barely moves; the epistemic σ can move a lot, since the standard deviation of
-#    $K$ values has a relative error of about $1/\sqrt{2(K-1)}$: 71 % for two members, 35 % for
-#    five.
+# 2. A difference in $R^2$ smaller than the change from another `seed` is not significant;
+#    at `ci` scale the VAE is barely trained and its latent σ carries little.
+# 3. The aleatoric σ barely moves; the epistemic σ can move a lot, since the standard
+#    deviation of $K$ values has a relative error of about $1/\sqrt{2(K-1)}$: 71 % for two
+#    members, 35 % for five.
 # :::
 
 # %%

@@ -84,3 +84,25 @@ def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, brow
     shot = built_book["site"] / "screenshots" / (page.replace("/", "_") + ".png")
     shot.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(shot))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_exercise_solutions_ran_at_ci_scale_and_are_collapsed(built_book, page):
+    nb = nbformat.read(built_book["site"] / "notebooks" / f"{page}.ipynb", as_version=4)
+    solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+    assert len(solutions) >= 2, f"{page}: at least two exercises with solutions"
+    for cell in solutions:
+        assert "hide-cell" in cell.metadata["tags"]
+        assert cell.get("execution_count"), "the solution was executed by the build"
+        assert not [o for o in cell.outputs if o.get("output_type") == "error"]
+
+
+def test_built_book_has_toggles_glossary_links_and_bibliography(built_book):
+    html = built_book["html"]
+    chapter = (html / "notebooks" / "05_evaluation.html").read_text()
+    assert "toggle" in chapter.lower() or "<details" in chapter, "solutions sit behind a toggle"
+    assert "glossary.html#term-" in chapter, "first uses link to the glossary"
+    bibliography = (html / "book" / "bibliography.html").read_text()
+    for key in ("Yunus", "Siddiqa", "Lipman", "Lemos"):
+        assert key in bibliography
+    assert (html / "book" / "glossary.html").exists() and (html / "book" / "adapting.html").exists()

@@ -22,7 +22,6 @@ __all__ = [
     "r2_table",
     "sbc_ranks",
     "tarp_coverage",
-    "summarise",
     "PAPER_CFM",
     "win_rate",
     "select_box",
@@ -189,11 +188,6 @@ def tarp_coverage(post: Posterior, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     ecp, alpha = _run_tarp(samples, thetas, references, z_score_theta=True)
     atc, _ = check_tarp(ecp, alpha)
     return alpha.numpy(), ecp.numpy(), float(atc)
-
-
-def summarise(values: np.ndarray) -> dict[str, float]:
-    """Mean and standard deviation, as in the CFM paper's Figure 1 legend."""
-    return {"mu": float(np.mean(values)), "sigma": float(np.std(values))}
 
 
 #: The CFM paper's published values on real SDSS (its Figure 1 and Table 1), for comparison only.

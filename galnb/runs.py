@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -429,8 +429,3 @@ def _display_card(card: dict[str, str]):
     width = max(map(len, card))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in card.items()), file=sys.stdout)
     return None
-
-
-def scale_table() -> list[dict]:
-    """Every scale's settings, for the book's appendix."""
-    return [asdict(s) for s in SCALES.values()]

@@ -245,7 +245,10 @@ def load_store(root: str | Path, verify: bool = False) -> Store:
 
 
 def _mock_params(run: "Run") -> dict:
-    return {"n": run.scale.n_galaxies, "image_size": run.scale.image_size, "seed": run.seed}
+    from .simulation import SIMULATION_VERSION
+
+    return {"n": run.scale.n_galaxies, "image_size": run.scale.image_size, "seed": run.seed,
+            "simulation_version": SIMULATION_VERSION}
 
 
 def ensure_store(run: "Run", progress: bool = True) -> Store:
@@ -268,11 +271,20 @@ def ensure_store(run: "Run", progress: bool = True) -> Store:
         from .simulation import simulate_survey
 
         params = _mock_params(run)
-        catalog, images, funnel = simulate_survey(params["n"], params["image_size"], run.seed, progress=progress)
-        params_out = dict(params)
-        store = write_store(root, catalog, images, seed=run.seed, source="mock", params=params_out)
+        # rendered chunks survive a killed run here and are reused by the next one
+        work = root.parent / f".{root.name}.partial"
+        marker = work / "params.json"
+        if work.exists() and (not marker.exists() or json.loads(marker.read_text()) != params):
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        with atomic_write(marker, "w") as fh:
+            json.dump(params, fh)
+        catalog, images, funnel = simulate_survey(params["n"], params["image_size"], run.seed, progress=progress, work_dir=work)
+        store = write_store(root, catalog, images, seed=run.seed, source="mock", params=params)
         with atomic_write(root / "funnel.csv", "w") as fh:
             funnel.to_csv(fh, index=False)
+        del images
+        shutil.rmtree(work)
         return store
     if run.data == "sdss":
         raise StoreError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from .properties import QUANTITIES, TARGETS, label
@@ -73,25 +74,28 @@ def cutout_grid(catalog, images, x: str = "log_mstar", y: str = "log_sfr", nx: i
 _PHOT_PANELS = (("r", label("mag_r")), ("z", label("z")), ("u-g", "$u-g$"), ("g-r", "$g-r$"), ("r-i", "$r-i$"), ("i-z", "$i-z$"))
 
 
-def _photometry_value(df, key: str) -> np.ndarray:
-    if "-" in key:
-        a, b = key.split("-")
-        return (df[f"mag_{a}"] - df[f"mag_{b}"]).to_numpy()
-    return df["mag_r" if key == "r" else key].to_numpy()
+def photometry_vs_real(sim, real, wd: pd.DataFrame) -> Figure:
+    """Distributions of r, z and colours: simulated survey (as drawn and weighted to the real
+    (z, r) distribution) against real SDSS, titled with both 1-D Wasserstein distances.
 
+    ``sim`` and ``real`` are blue-cloud catalogs; ``wd`` is :func:`galnb.simulation.compare_photometry`.
+    """
+    from .simulation import matched_weights, photometry_value
 
-def photometry_vs_real(sim, real, wd: dict[str, float]) -> Figure:
-    """Distributions of r, z and colours: simulated survey against real SDSS, with 1-D WD."""
+    w = matched_weights(sim, real)
+    wd = wd.set_index("quantity")
     fig, axes = plt.subplots(2, 3, figsize=(11, 6))
     for ax, (key, text) in zip(axes.flat, _PHOT_PANELS):
-        a, b = _photometry_value(sim, key), _photometry_value(real, key)
+        a, b = photometry_value(sim, key), photometry_value(real, key)
         lo, hi = np.quantile(np.concatenate([a, b]), [0.005, 0.995])
         bins = np.linspace(lo, hi, 40)
         ax.hist(b, bins, density=True, histtype="stepfilled", alpha=0.35, color="0.4", label=f"real SDSS (N={len(b)})")
         ax.hist(a, bins, density=True, histtype="step", lw=2, color=MODEL_COLORS["image"], label=f"simulated (N={len(a)})")
+        ax.hist(a, bins, weights=w, density=True, histtype="step", lw=1.5, ls="--", color=MODEL_COLORS["phot"],
+                label="simulated, matched (z, r)")
         ax.set_xlabel(text)
-        ax.set_title(f"WD = {wd[key]:.3f}", fontsize=10)
-    axes.flat[0].legend(fontsize=8)
+        ax.set_title(f"WD = {wd.loc[key, 'wasserstein']:.3f}, matched {wd.loc[key, 'wasserstein_matched']:.3f}", fontsize=9)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

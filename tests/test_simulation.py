@@ -147,7 +147,9 @@ def test_real_sdss_photometry_and_colour_distances_are_bounded():
     assert set(MAG_COLUMNS) <= set(real.columns)
     cat, _, _ = sim.simulate_survey(300, 8, seed=5, progress=False)
     wd = sim.compare_photometry(cat, real).set_index("quantity")["wasserstein"]
-    assert (wd[["u-g", "g-r", "r-i", "i-z"]] < 0.3).all()  # target 0.1; see the module docstring
+    assert (wd[["u-g", "g-r", "r-i", "i-z"]] < 0.3).all()
+    matched = sim.compare_photometry(cat, real).set_index("quantity")["wasserstein_matched"]
+    assert (matched[["u-g", "g-r", "r-i", "i-z"]] < 0.2).all()  # 0.1 at the ci scale and above (bench_simulation)
 
 
 def _needs_real(name: str) -> Path:

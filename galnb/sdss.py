@@ -31,16 +31,29 @@ Where the book's columns come from (DR17 table.column):
 =================  ================================================================
 
 MPA-JHU gives no A_V column, so A_V is derived here from the Balmer decrement of
-galSpecLine with the Calzetti et al. (2000) curve: E(B-V)_gas = 2.5 / (k(Hb) - k(Ha))
-log10[(Ha/Hb) / 2.86], A_V,gas = R_V E(B-V)_gas, and the stellar continuum sees
-E(B-V)_stars = 0.44 E(B-V)_gas (Calzetti 2000), the quantity the simulated survey's ``av``
-also is. Decrements below the case-B value 2.86 give A_V = 0.
+galSpecLine as Calzetti (2000) did when she found the 0.44 ratio: the gas reddening is
+measured with the Galactic curve (Cardelli et al. 1989, R_V = 3.1; k(Ha) = 2.53, k(Hb) = 3.61),
+E(B-V)_gas = 2.5 / (k(Hb) - k(Ha)) log10[(Ha/Hb) / 2.86] and A_V,gas = 3.1 E(B-V)_gas; the
+stellar continuum sees E(B-V)_stars = 0.44 E(B-V)_gas through the Calzetti curve (R_V = 4.05),
+A_V = 4.05 x 0.44 E(B-V)_gas, the quantity the simulated survey's ``av`` also is. Decrements
+below the case-B value 2.86 give A_V = 0. Caveat: the DR7 MPA-JHU Hbeta fluxes are slightly
+low (Groves, Brinchmann & Walcher 2012), which raises Balmer-decrement A_V by ~0.1 mag; no
+correction is applied.
+
+Velocity dispersions of star-forming (disk-dominated) spectra are less reliable than those of
+the spheroids the SDSS fit was designed for, so ``log_mbh`` from M-sigma is rough for this
+sample; rows without a positive dispersion error are removed. ``log_sfr`` is the MPA-JHU total
+SFR: fibre SFR from the lines (Brinchmann et al. 2004) with the aperture correction of
+Salim et al. (2007).
 
 References:
     Yunus, Wu & Holwerda 2025, the CFM paper, Section 2 (selection).
     Brinchmann et al. 2004, MNRAS 351, 1151 (arXiv:astro-ph/0311060), MPA-JHU SFRs, BPT classes.
     Tremonti et al. 2004, ApJ 613, 898 (arXiv:astro-ph/0405537), O/H.
     Calzetti et al. 2000, ApJ 533, 682 (arXiv:astro-ph/9911459), attenuation curve.
+    Cardelli, Clayton & Mathis 1989, ApJ 345, 245, Galactic extinction curve.
+    Groves, Brinchmann & Walcher 2012, MNRAS 419, 1402 (arXiv:1109.2597), Hbeta in MPA-JHU.
+    Salim et al. 2007, ApJS 173, 267 (arXiv:0704.3611), SFR aperture corrections.
     McConnell & Ma 2013, ApJ 764, 184 (arXiv:1211.2816), M_BH-sigma.
     Strauss et al. 2002, AJ 124, 1810 (arXiv:astro-ph/0206225), Main Galaxy Sample.
 """
@@ -95,8 +108,10 @@ PIXEL_SCALE = 0.396  # arcsec per pixel, SDSS imaging
 R_MIN, R_MAX = 16.0, 17.78  # CFM paper: MGS limit and the bright cut, on modelMag_r
 CUTOUT_PATH = "/dr{dr}/SkyServerWS/ImgCutout/getjpeg"
 
-# Calzetti et al. (2000): k(lambda) = A_lambda / E(B-V) with R_V = 4.05.
-K_HALPHA, K_HBETA, R_V = 2.53, 3.61, 4.05
+# Gas reddening with the Galactic curve (Cardelli et al. 1989), as in Calzetti (2000);
+# the stars' attenuation with the Calzetti curve.
+K_HALPHA_MW, K_HBETA_MW, R_V_MW = 2.53, 3.61, 3.1
+R_V_CALZETTI = 4.05
 BALMER_CASE_B = 2.86  # intrinsic Halpha/Hbeta, case B, T = 1e4 K
 STARS_TO_GAS = 0.44  # E(B-V)_stars / E(B-V)_gas (Calzetti 2000)
 # McConnell & Ma (2013), all galaxies: log M_BH = alpha + beta log10(sigma / 200 km/s).
@@ -321,16 +336,17 @@ def balmer_av(flux_ha: np.ndarray, flux_hb: np.ndarray) -> tuple[np.ndarray, np.
         (av_stars, av_gas), each (N,), clipped at 0 where Ha/Hb < 2.86.
     References:
         Calzetti et al. 2000, ApJ 533, 682 (arXiv:astro-ph/9911459).
+        Cardelli, Clayton & Mathis 1989, ApJ 345, 245.
 
     Example:
         >>> stars, gas = balmer_av(np.array([2.86, 4.0]), np.array([1.0, 1.0]))
         >>> np.round(gas, 2).tolist(), np.round(stars, 2).tolist()
-        ([0.0, 1.37], [0.0, 0.6])
+        ([0.0, 1.05], [0.0, 0.6])
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        ebv_gas = 2.5 / (K_HBETA - K_HALPHA) * np.log10(np.asarray(flux_ha) / np.asarray(flux_hb) / BALMER_CASE_B)
-    av_gas = np.clip(R_V * ebv_gas, 0.0, None)
-    return STARS_TO_GAS * av_gas, av_gas
+        ebv_gas = 2.5 / (K_HBETA_MW - K_HALPHA_MW) * np.log10(np.asarray(flux_ha) / np.asarray(flux_hb) / BALMER_CASE_B)
+    ebv_gas = np.clip(ebv_gas, 0.0, None)
+    return R_V_CALZETTI * STARS_TO_GAS * ebv_gas, R_V_MW * ebv_gas
 
 
 def mbh_from_sigma(sigma_v: np.ndarray) -> np.ndarray:
@@ -367,7 +383,7 @@ def clean_catalog(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         "petro_r90": raw["petror90_r"].astype(float),
     })
     values = cat.drop(columns=["objid", "oh_detectable"]).to_numpy(float)
-    keep = np.isfinite(values).all(axis=1) & (values > -99).all(axis=1) & (sigma > 0)
+    keep = np.isfinite(values).all(axis=1) & (values > -99).all(axis=1) & (sigma > 0) & (raw["veldisperr"].to_numpy(float) > 0)
     keep &= (cat["mag_r"] > R_MIN).to_numpy() & (cat["mag_r"] < R_MAX).to_numpy()
     cat = cat[keep].sort_values("objid", ignore_index=True)
     return cat[list(CATALOG_COLUMNS)], len(cat)

@@ -72,6 +72,21 @@ def test_store_from_an_older_version_is_refused(tiny_store):
         data.load_store(tiny_store.root)
 
 
+def test_mock_store_from_another_simulation_version_is_refused_not_overwritten(tmp_path):
+    from galnb.runs import SCALES, Run
+    from galnb.simulation import SIMULATION_VERSION
+
+    run = Run(chapter="01_data", scale=SCALES["ci"], data="mock", seed=0, device="cpu", dir=tmp_path)
+    old = {"n": SCALES["ci"].n_galaxies, "image_size": SCALES["ci"].image_size, "seed": 0,
+           "simulation_version": SIMULATION_VERSION - 1}
+    cat = synthetic_catalog(50)
+    data.write_store(run.data_dir, cat, np.zeros((50, 8, 8, 3), np.uint8), seed=0, source="mock", params=old)
+    before = (run.data_dir / "catalog.parquet").read_bytes()
+    with pytest.raises(StoreError, match="simulation_version"):
+        data.ensure_store(run, progress=False)
+    assert (run.data_dir / "catalog.parquet").read_bytes() == before
+
+
 def test_edited_file_fails_verification(tiny_store):
     cat = tiny_store.catalog.copy()
     cat.loc[0, "av"] += 1

@@ -204,9 +204,9 @@ def test_catalog_maps_mpa_jhu_columns_and_derives_av_and_mbh(tmp_path, server):
     np.testing.assert_allclose(cat["mag_r"], raw["modelmag_r"])
     np.testing.assert_allclose(cat["log_mbh"], 8.32 + 5.64 * np.log10(raw["veldisp"] / 200))
     decrement = raw["h_alpha_flux"] / raw["h_beta_flux"]
-    av_gas = np.clip(4.05 * 2.5 / (3.61 - 2.53) * np.log10(decrement / 2.86), 0, None)
-    np.testing.assert_allclose(cat["av_gas"], av_gas)
-    np.testing.assert_allclose(cat["av"], 0.44 * av_gas)
+    ebv_gas = np.clip(2.5 / (3.61 - 2.53) * np.log10(decrement / 2.86), 0, None)  # Cardelli k(Hb), k(Ha)
+    np.testing.assert_allclose(cat["av_gas"], 3.1 * ebv_gas)
+    np.testing.assert_allclose(cat["av"], 4.05 * 0.44 * ebv_gas)  # Calzetti 2000 stars
     assert (cat["av"][decrement < 2.86] == 0).all() and (cat["av"] >= 0).all()
     assert cat["oh_detectable"].all()
 
@@ -216,8 +216,9 @@ def test_rows_with_sentinels_or_unmeasured_sigma_are_removed():
     raw.loc[3, "veldisp"] = 0.0
     raw.loc[5, "oh_p50"] = -9999.0
     raw.loc[7, "d4000_n"] = np.nan
+    raw.loc[9, "veldisperr"] = -1.0  # SDSS: negative error = failed dispersion fit
     cat, n = sdss.clean_catalog(raw)
-    assert n == len(cat) == N_ROWS - 3
+    assert n == len(cat) == N_ROWS - 4
     assert not set(raw.objid[[3, 5, 7]]) & set(cat.objid)
 
 

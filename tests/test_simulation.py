@@ -141,6 +141,15 @@ def test_library_photometry_matches_bagpipes_model_galaxy(tmp_path):
         assert abs(-2.5 * np.log10(fnu / 3631e-23) - ref[j]) < 0.03
 
 
+def test_quenched_galaxies_rarely_pass_the_star_forming_cut(survey):
+    # SDSS BPT star-forming galaxies rarely have Dn4000 > 1.9 or lie > 1 dex below the main
+    # sequence: the weak lines of retired galaxies have LINER-like ratios (HOLMES).
+    cat, _, _ = survey
+    ms = 0.76 * cat.log_mstar - 7.64
+    assert (cat.dn4000 >= 1.9).mean() < 0.10
+    assert (cat.log_sfr < ms - 1.0).mean() < 0.10
+
+
 def test_real_sdss_photometry_and_colour_distances_are_bounded():
     real = sim.real_sdss_photometry()
     assert len(real) > 5000 and ((real.mag_r > 16) & (real.mag_r < 17.78)).all()

@@ -317,8 +317,26 @@ def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> St
     missing = [str(o) for o in catalog["objid"] if str(o) not in cutouts]
     if missing:
         raise StoreError(f"{folder}: no cutout for {len(missing)} catalog row(s), e.g. objid {missing[:3]}")
-    images = np.stack([read_cutout(cutouts[str(o)], image_size) for o in catalog["objid"]])
-    return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
+    images = stack_cutouts([cutouts[str(o)] for o in catalog["objid"]], image_size, root)
+    try:
+        return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
+    finally:
+        del images
+        (root / ".images-building.npy").unlink(missing_ok=True)
+
+
+def stack_cutouts(paths: list[Path], image_size: int, root: Path) -> np.ndarray:
+    """The cutouts as uint8 (N, H, H, 3), memory-mapped in ``root`` beyond 1 GB (paper scale: 5 GB),
+    so that importing them needs no more memory than training does."""
+    shape = (len(paths), image_size, image_size, 3)
+    if np.prod(shape) > 1 << 30:
+        root.mkdir(parents=True, exist_ok=True)
+        images = np.lib.format.open_memmap(root / ".images-building.npy", mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        images = np.empty(shape, dtype=np.uint8)
+    for i, path in enumerate(paths):
+        images[i] = read_cutout(path, image_size)
+    return images
 
 
 def read_cutout(path: Path, image_size: int) -> np.ndarray:

@@ -80,7 +80,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .data import Store, StoreError, load_store, read_cutout, write_store
+from .data import Store, StoreError, load_store, stack_cutouts, write_store
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
 from .runs import SCALES, atomic_write
 
@@ -576,18 +576,11 @@ def download_sdss(root: str | Path, n: int | None, seed: int, base_url: str = SK
 
 
 def _stack(paths: Sequence[Path], image_size: int, root: Path) -> np.ndarray:
-    """The cutouts as uint8 (N, H, H, 3); memory-mapped on disk beyond 1 GB (paper scale: 5 GB)."""
-    shape = (len(paths), image_size, image_size, 3)
-    if np.prod(shape) > 1 << 30:
-        images = np.lib.format.open_memmap(root / ".images-building.npy", mode="w+", dtype=np.uint8, shape=shape)
-    else:
-        images = np.empty(shape, dtype=np.uint8)
-    for i, path in enumerate(paths):
-        try:
-            images[i] = read_cutout(path, image_size)
-        except StoreError as err:
-            raise SdssError(f"{path}: became unreadable after download ({err}); delete it and rerun") from err
-    return images
+    """``galnb.data.stack_cutouts``, naming the cutout that became unreadable after download."""
+    try:
+        return stack_cutouts(list(paths), image_size, root)
+    except StoreError as err:
+        raise SdssError(f"{err}; delete that cutout and rerun") from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ Run from the repository root:
 
     python benchmarks/bench_cfm.py            # about 5-10 minutes on 2 CPU cores
     python benchmarks/bench_cfm.py --quick    # a couple of minutes, noisier numbers
+    python benchmarks/bench_cfm.py --json benchmarks/results/cfm.json   # the run the book shows
 
 Every ratio printed is between numbers measured in the same run. Throughputs are per
 draw at RK4 with 100 steps (400 network evaluations per draw). The reference sampler is
@@ -19,10 +20,12 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
-from galnb.analytic import compare, fit, linear_gaussian
+from galnb.analytic import LinearGaussian, compare, fit, linear_gaussian
 from galnb.cfm import CFM, METHODS, ImageEncoder, odeint
+from record import Record, add_json_option  # benchmarks/record.py: a script's own folder is on sys.path
 
 
 def best_time(fn, repeat: int = 3) -> float:
@@ -77,8 +80,8 @@ def reference_sample(model: CFM, cond, n: int, steps: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def bench_sampling(args, peak: float) -> None:
-    print("\n== Posterior sampling throughput, RK4-100, draws/s ==")
+def bench_sampling(rec: Record, args: argparse.Namespace, peak: float) -> None:
+    rec.section("Posterior sampling throughput, RK4-100")
     n = args.draws
     rows = []
     for name, size in [("phot", None), ("image 32 px", 32), ("image 128 px", 128)]:
@@ -94,15 +97,17 @@ def bench_sampling(args, peak: float) -> None:
         t_ref = best_time(lambda: reference_sample(model, cond1, n, ref_steps), repeat=2) * 100 / ref_steps * b
         draws = b * n
         flops = draws * 400 * mlp_flops_per_eval(model, False) + (b * encoder_flops(enc, size) if size else 0)
-        rows.append((name, draws / t_fast, draws / t_ref, t_ref / t_fast, flops / t_fast / 1e9))
-    print(f"{'model':<14}{'galnb':>12}{'reference':>12}{'speed-up':>10}{'GFLOP/s':>10}{'of peak':>9}")
-    for name, fast, ref, ratio, gf in rows:
-        print(f"{name:<14}{fast:>12.0f}{ref:>12.0f}{ratio:>9.1f}x{gf:>10.1f}{gf / peak:>9.0%}")
-    print(f"({args.objects} objects x {n} draws; GFLOP/s counts the multiply-adds galnb's sampler does)")
+        gflops = flops / t_fast / 1e9
+        rows.append({"model": name, "galnb [draws/s]": draws / t_fast, "reference [draws/s]": draws / t_ref,
+                     "speed-up [x]": t_ref / t_fast, "GFLOP/s": gflops, "of matmul peak [%]": 100 * gflops / peak})
+    rec.table(pd.DataFrame(rows), formatters={"galnb [draws/s]": "{:.0f}".format, "reference [draws/s]": "{:.0f}".format,
+                                              "speed-up [x]": "{:.1f}".format, "GFLOP/s": "{:.1f}".format,
+                                              "of matmul peak [%]": "{:.0f}".format})
+    rec.note(f"({args.objects} objects x {n} draws; GFLOP/s counts the multiply-adds galnb's sampler does)")
 
 
-def bench_log_prob(args) -> None:
-    print("\n== log_prob cost per object vs sampling 1,000 draws (RK4-100, photometry model) ==")
+def bench_log_prob(rec: Record, args: argparse.Namespace) -> None:
+    rec.section("log_prob cost per object vs sampling 1,000 draws (RK4-100, photometry model)")
     torch.manual_seed(0)
     model = CFM(5, 5).eval()
     b = max(args.objects, 32)
@@ -110,42 +115,60 @@ def bench_log_prob(args) -> None:
     t_lp = best_time(lambda: model.log_prob(torch.randn(b, 5), cond), repeat=2) / b
     t_s = best_time(lambda: model.sample(cond[:2], 1000), repeat=1) / 2
     t_slp = best_time(lambda: model.sample_and_log_prob(cond[:2], 1000), repeat=1) / 2
-    print(f"log_prob of one theta per object: {t_lp * 1e3:.2f} ms/object ({b} objects batched)")
-    print(f"sample 1,000 draws:                {t_s * 1e3:.0f} ms/object -> log_prob is {t_s / t_lp:.0f}x cheaper")
-    print(f"sample_and_log_prob 1,000 draws:   {t_slp * 1e3:.0f} ms/object ({t_slp / t_s:.1f}x plain sampling)")
+    times = {f"log_prob of one theta ({b} objects batched)": t_lp, "sample 1,000 draws": t_s,
+             "sample_and_log_prob 1,000 draws": t_slp}
+    df = pd.DataFrame([{"operation": op, "time [ms/object]": t * 1e3, "cost vs sampling [x]": t / t_s}
+                       for op, t in times.items()])
+    rec.table(df, formatters={"time [ms/object]": "{:.2f}".format, "cost vs sampling [x]": "{:.2g}".format})
+    rec.note(f"log_prob is {t_s / t_lp:.0f}x cheaper than sampling; "
+             f"sample_and_log_prob costs {t_slp / t_s:.1f}x plain sampling")
 
 
-def trained_toy(args) -> tuple:
+def trained_toy(rec: Record, args: argparse.Namespace) -> tuple[LinearGaussian, CFM, np.ndarray]:
+    """The 5-D linear-Gaussian problem, a CFM trained on it, and observations of test objects."""
     problem = linear_gaussian(5)
     torch.manual_seed(0)
     model = CFM(5, 5, hidden=args.toy_hidden)
     start = time.perf_counter()
     fit(model, problem, steps=args.toy_steps, seed=0)
-    print(f"(toy model: hidden {args.toy_hidden}, {args.toy_steps} steps, trained in {time.perf_counter() - start:.0f} s)")
+    seconds = time.perf_counter() - start
+    rec.note(f"(toy model: hidden {args.toy_hidden}, {args.toy_steps} steps, trained in {seconds:.0f} s)")
     _, x = problem.simulate(args.toy_objects, np.random.default_rng(1))
     return problem, model, x
 
 
-def bench_solvers(problem, model, x) -> None:
-    print("\n== Fewer steps: log_prob error vs RK4-100, 5-D linear-Gaussian problem ==")
+def bench_solvers(rec: Record, args: argparse.Namespace) -> tuple[LinearGaussian, CFM, np.ndarray]:
+    """Solver accuracy per cost on a trained toy model; returns the toy (problem, model, x) for the sbi comparison."""
+    rec.section("Fewer steps: log_prob error vs RK4-100, 5-D linear-Gaussian problem")
+    problem, model, x = trained_toy(rec, args)
     mean, cov = problem.posterior(x)
     rng = np.random.default_rng(2)
     theta = torch.tensor(mean[:, None] + rng.multivariate_normal(np.zeros(5), cov, size=(len(x), 50)), dtype=torch.float32)
     xt = torch.tensor(x, dtype=torch.float32)
     ref = model.log_prob(theta, xt, steps=100)
     exact = problem.log_posterior(theta.double().numpy(), x)
-    print(f"network error floor: mean |RK4-100 - exact| = {np.abs(ref.double().numpy() - exact).mean():.3f} nats")
-    print(f"{'method':<10}{'steps':>6}{'NFE':>6}{'|err| vs RK4-100':>18}{'|err| vs exact':>16}")
+    rec.note(f"network error floor: mean |RK4-100 - exact| = {np.abs(ref.double().numpy() - exact).mean():.3f} nats")
+    rows = []
     for method in ("euler", "midpoint", "rk4"):
         for steps in (2, 5, 10, 20, 50):
             lp = model.log_prob(theta, xt, steps=steps, method=method)
-            e_ref = (lp - ref).abs().mean().item()
-            e_ex = np.abs(lp.double().numpy() - exact).mean()
-            print(f"{method:<10}{steps:>6}{steps * METHODS[method]:>6}{e_ref:>18.2e}{e_ex:>16.3f}")
+            rows.append({"method": method, "steps": steps, "network evaluations": steps * METHODS[method],
+                         "mean error vs RK4-100 [nats]": (lp - ref).abs().mean().item(),
+                         "mean error vs exact [nats]": np.abs(lp.double().numpy() - exact).mean()})
+    df = pd.DataFrame(rows)
+    rec.table(df, formatters={"mean error vs RK4-100 [nats]": "{:.2e}".format,
+                              "mean error vs exact [nats]": "{:.3f}".format})
+    close = df[df["mean error vs RK4-100 [nats]"] <= 0.01]
+    if len(close):
+        best = close.loc[close["network evaluations"].idxmin()]
+        nfe = best["network evaluations"]
+        rec.note(f"cheapest within 0.01 nats of RK4-100: {best['method']} with {best['steps']} steps, "
+                 f"{nfe} network evaluations ({100 * METHODS['rk4'] / nfe:.0f}x fewer than RK4-100)")
+    return problem, model, x
 
 
-def bench_sbi(args, problem, model, x) -> None:
-    print("\n== sbi FMPE at its defaults vs galnb CFM, 5-D linear-Gaussian problem ==")
+def bench_sbi(rec: Record, args: argparse.Namespace, problem: LinearGaussian, model: CFM, x: np.ndarray) -> None:
+    rec.section("sbi FMPE at its defaults vs galnb CFM, 5-D linear-Gaussian problem")
     from sbi.inference import FMPE
     from torch.distributions import MultivariateNormal
 
@@ -179,21 +202,20 @@ def bench_sbi(args, problem, model, x) -> None:
     ours = compare(model, problem, x, n_draws=n, n_eval=50, steps=100, seed=0)
     t_ours = time.perf_counter() - start
     t_ours_sample = best_time(lambda: model.sample(torch.tensor(x, dtype=torch.float32), n), repeat=1)
-    print(f"sbi FMPE: {args.sbi_sims} simulations, trained {t_train:.0f} s"
-          + ("" if args.sbi_max_epochs is None else f" (max_num_epochs={args.sbi_max_epochs})"))
-    print(f"{'':<22}{'draws/s':>10}{'mean err/sd':>13}{'sd rel err':>12}{'log p MAE':>11}")
-    print(f"{'sbi FMPE (defaults)':<22}{len(x) * n / t_sample:>10.0f}{np.mean(m_err):>13.3f}{np.mean(s_err):>12.3f}"
-          f"{np.mean(lp_err):>11.3f}")
-    print(f"{'galnb CFM RK4-100':<22}{len(x) * n / t_ours_sample:>10.0f}{ours['mean_err']:>13.3f}{ours['sd_err']:>12.3f}"
-          f"{ours['logp_mae']:>11.3f}")
     ours10 = compare(model, problem, x, n_draws=n, n_eval=50, steps=10, seed=0)
     t_ours10 = best_time(lambda: model.sample(torch.tensor(x, dtype=torch.float32), n, steps=10), repeat=1)
-    print(f"{'galnb CFM RK4-10':<22}{len(x) * n / t_ours10:>10.0f}{ours10['mean_err']:>13.3f}{ours10['sd_err']:>12.3f}"
-          f"{ours10['logp_mae']:>11.3f}")
-    print(f"sampling speed galnb/sbi: RK4-100 {t_sample / t_ours_sample:.2f}x, RK4-10 {t_sample / t_ours10:.2f}x; sbi log_prob took {t_lp:.1f} s "
-          f"for {len(x) * 50} points, galnb's whole comparison {t_ours:.1f} s")
-    print(f"(galnb trained on fresh simulations each step, {args.toy_steps} steps x 256 = "
-          f"{args.toy_steps * 256} simulations; the two differ in budget, so compare accuracy loosely)")
+    rec.note(f"sbi FMPE: {args.sbi_sims} simulations, trained {t_train:.0f} s"
+             + ("" if args.sbi_max_epochs is None else f" (max_num_epochs={args.sbi_max_epochs})"))
+    rows = [("sbi FMPE (defaults)", t_sample, np.mean(m_err), np.mean(s_err), np.mean(lp_err)),
+            ("galnb CFM RK4-100", t_ours_sample, ours["mean_err"], ours["sd_err"], ours["logp_mae"]),
+            ("galnb CFM RK4-10", t_ours10, ours10["mean_err"], ours10["sd_err"], ours10["logp_mae"])]
+    df = pd.DataFrame([{"method": name, "draws/s": len(x) * n / t, "mean error [posterior sd]": m,
+                        "sd relative error": sd, "log p MAE [nats]": lp} for name, t, m, sd, lp in rows])
+    rec.table(df, formatters={"draws/s": "{:.0f}".format, **dict.fromkeys(df.columns[2:], "{:.3f}".format)})
+    rec.note(f"sampling speed galnb/sbi: RK4-100 {t_sample / t_ours_sample:.2f}x, RK4-10 {t_sample / t_ours10:.2f}x; "
+             f"sbi log_prob took {t_lp:.1f} s for {len(x) * 50} points, galnb's whole comparison {t_ours:.1f} s")
+    rec.note(f"(galnb trained on fresh simulations each step, {args.toy_steps} steps x 256 = "
+             f"{args.toy_steps * 256} simulations; the two differ in budget, so compare accuracy loosely)")
 
 
 def main() -> None:
@@ -201,6 +223,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer objects and steps")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--skip-sbi", action="store_true")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -212,15 +235,15 @@ def main() -> None:
     args.sbi_sims = 5000 if args.quick else 10000
     args.sbi_max_epochs = 50 if args.quick else None
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    peak = matmul_gflops()
-    print(f"dense matmul (best of (1024|4096|16384)x256 @ 256x256, float32): {peak:.1f} GFLOP/s")
-    bench_sampling(args, peak)
-    bench_log_prob(args)
-    problem, model, x = trained_toy(args)
-    bench_solvers(problem, model, x)
-    if not args.skip_sbi:
-        bench_sbi(args, problem, model, x)
+    with Record("cfm", args.json) as rec:
+        rec.note(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        peak = matmul_gflops()
+        rec.note(f"dense matmul (best of (1024|4096|16384)x256 @ 256x256, float32): {peak:.1f} GFLOP/s")
+        bench_sampling(rec, args, peak)
+        bench_log_prob(rec, args)
+        toy = bench_solvers(rec, args)
+        if not args.skip_sbi:
+            bench_sbi(rec, args, *toy)
 
 
 if __name__ == "__main__":

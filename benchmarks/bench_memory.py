@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from galnb.properties import MAG_COLUMNS, TARGETS
+from record import Record, add_json_option
 from galnb.runs import SCALES
 
 GB = 1e9
@@ -96,45 +97,48 @@ def in_fresh_process(fn: Callable[..., None], *args) -> None:
         raise SystemExit(f"{fn.__name__} failed with exit code {process.exitcode}")
 
 
-def measure(root: Path, n_batches: int, batch_size: int) -> None:
+def measure(root: Path, n_batches: int, batch_size: int, json_path: Path | None = None) -> None:
     """Iterate the train split's image batches of the store at ``root`` and print the memory figures.
 
     Arguments:
         n_batches: batches to read; 0 for a whole epoch.
         batch_size: images per batch.
+        json_path: also write the figures there (``benchmarks/record.py``).
     """
     from galnb.data import load_store
     from galnb.training import _Batches
 
-    baseline = proc_memory()
-    store = load_store(root)
-    batches = _Batches(store, "train", "image", batch_size, shuffle=True, seed=0)
-    opened = proc_memory()
-    n_batches = len(batches) if n_batches == 0 else min(n_batches, len(batches))
-    peak = dict(opened)
-    n_images = 0
-    start = time.perf_counter()
-    for i, (_, (images, _)) in enumerate(batches):
-        n_images += len(images)
-        now = proc_memory()
-        peak = {key: max(peak[key], now[key]) for key in peak}
-        if i + 1 == n_batches:
-            break
-    seconds = time.perf_counter() - start
-    final = proc_memory()
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"store: {root}, images {store.images.shape} {store.images.dtype}, "
-          f"mapped file {store.images.nbytes / GB:.2f} GB")
-    print(f"read {n_batches} of {len(batches)} train batches ({n_images} images, batch {batch_size}) "
-          f"in {seconds:.1f} s: {n_batches / seconds:.1f} batches/s, {n_images / seconds:.0f} images/s")
-    print(f"{'GB':<32}{'RssAnon':>9}{'RssFile':>9}")
-    for label, mem in [("after imports", baseline), ("after load_store + _Batches", opened),
-                       ("peak over batches", peak), ("final", final)]:
-        print(f"{label:<32}{mem['RssAnon'] / GB:>9.3f}{mem['RssFile'] / GB:>9.3f}")
-    print(f"peak RSS (ru_maxrss, anonymous + file pages): {max_rss / GB:.3f} GB")
-    verdict = "PASS" if peak["RssAnon"] < TARGET_ANON else "FAIL"
-    print(f"target: peak RssAnon {peak['RssAnon'] / GB:.3f} GB < {TARGET_ANON / GB:.0f} GB besides the "
-          f"{store.images.nbytes / GB:.2f} GB mapped file: {verdict}")
+    with Record("memory", json_path) as rec:
+        baseline = proc_memory()
+        store = load_store(root)
+        batches = _Batches(store, "train", "image", batch_size, shuffle=True, seed=0)
+        opened = proc_memory()
+        n_batches = len(batches) if n_batches == 0 else min(n_batches, len(batches))
+        peak = dict(opened)
+        n_images = 0
+        start = time.perf_counter()
+        for i, (_, (images, _)) in enumerate(batches):
+            n_images += len(images)
+            now = proc_memory()
+            peak = {key: max(peak[key], now[key]) for key in peak}
+            if i + 1 == n_batches:
+                break
+        seconds = time.perf_counter() - start
+        final = proc_memory()
+        max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        rec.section("Memory while reading one epoch of paper-scale training batches")
+        rec.note(f"store: images {store.images.shape} {store.images.dtype}, mapped file {store.images.nbytes / GB:.2f} GB")
+        rec.note(f"read {n_batches} of {len(batches)} train batches ({n_images} images, batch {batch_size}) "
+                 f"in {seconds:.1f} s: {n_batches / seconds:.1f} batches/s, {n_images / seconds:.0f} images/s")
+        table = pd.DataFrame([{"stage": label, "anonymous (RssAnon) [GB]": mem["RssAnon"] / GB,
+                               "mapped file pages (RssFile) [GB]": mem["RssFile"] / GB}
+                              for label, mem in [("after imports", baseline), ("after load_store + batches", opened),
+                                                 ("peak over batches", peak), ("final", final)]])
+        rec.table(table, float_format=lambda v: f"{v:.3f}")
+        rec.note(f"peak RSS (ru_maxrss, anonymous + file pages): {max_rss / GB:.3f} GB")
+        verdict = "PASS" if peak["RssAnon"] < TARGET_ANON else "FAIL"
+        rec.note(f"target: peak RssAnon {peak['RssAnon'] / GB:.3f} GB < {TARGET_ANON / GB:.0f} GB besides the "
+                 f"{store.images.nbytes / GB:.2f} GB mapped file: {verdict}")
 
 
 def main() -> None:
@@ -144,15 +148,16 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="measure this existing store; write nothing")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="parent folder of the temporary store")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.store:
-        in_fresh_process(measure, args.store, args.batches, args.batch_size)
+        in_fresh_process(measure, args.store, args.batches, args.batch_size, args.json)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=args.workdir))
     try:
         in_fresh_process(write_paper_store, work / "store")
-        in_fresh_process(measure, work / "store", args.batches, args.batch_size)
+        in_fresh_process(measure, work / "store", args.batches, args.batch_size, args.json)
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -1,32 +1,57 @@
-"""Benchmark of galnb.simulation: galaxies/s at ci and paper settings, colours vs real SDSS."""
+"""Benchmark of galnb.simulation: galaxies/s at ci and paper settings, colours vs real SDSS.
+
+Run from the repository root (a minute or two on 2 CPU cores):
+
+    python benchmarks/bench_simulation.py
+    python benchmarks/bench_simulation.py --json benchmarks/results/simulation.json   # the run the book shows
+"""
 
 from __future__ import annotations
 
+import argparse
 import time
 
+import pandas as pd
+
 from galnb import simulation as sim
-from galnb.runs import SCALES
+from galnb.runs import SCALES, Scale
+from record import Record, add_json_option  # benchmarks/record.py: a script's own folder is on sys.path
+
+
+def timed_survey(n: int, size: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Simulate ``n`` galaxies at ``size`` px: the catalog, the selection funnel, the wall time (s)."""
+    start = time.perf_counter()
+    catalog, _, funnel = sim.simulate_survey(n, size, seed=seed, progress=False)
+    return catalog, funnel, time.perf_counter() - start
+
+
+def speed_row(name: str, n: int, scale: Scale, seconds: float) -> dict[str, object]:
+    return {"set": name, "galaxies": n, "image [px]": scale.image_size, "wall time [s]": seconds,
+            "rate [galaxies/s]": n / seconds, "full set [galaxies]": scale.n_galaxies,
+            "full set, extrapolated [min]": scale.n_galaxies * seconds / n / 60}
 
 
 def main() -> None:
-    """Print galaxies/s for the ci set and a 500-galaxy 128 px slice, and colour Wasserstein distances."""
+    """Time the ci set and a 500-galaxy 128 px slice, and compare colours with real SDSS."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_json_option(parser)
+    args = parser.parse_args()
     sim.spectral_library()  # build or load the cache outside the timings
-    ci = SCALES["ci"]
-    t = time.perf_counter()
-    cat, _, funnel = sim.simulate_survey(ci.n_galaxies, ci.image_size, seed=0, progress=False)
-    dt = time.perf_counter() - t
-    print(f"ci: {ci.n_galaxies} galaxies at {ci.image_size} px in {dt:.1f} s ({ci.n_galaxies / dt:.0f} galaxies/s)")
-    print(funnel.to_string(index=False))
-    paper = SCALES["paper"]
-    t = time.perf_counter()
-    sim.simulate_survey(500, paper.image_size, seed=1, progress=False)
-    dt = time.perf_counter() - t
-    rate = 500 / dt
-    print(f"paper slice: 500 galaxies at {paper.image_size} px in {dt:.1f} s ({rate:.0f} galaxies/s); "
-          f"{paper.n_galaxies} galaxies -> about {paper.n_galaxies / rate / 60:.0f} min")
-    wd = sim.compare_photometry(cat, sim.real_sdss_photometry())
-    print("blue-cloud Wasserstein distances vs the kcorrect SDSS sample (mag):")
-    print(wd.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    ci, paper = SCALES["ci"], SCALES["paper"]
+    with Record("simulation", args.json) as rec:
+        rec.section("Simulation speed")
+        catalog, funnel, t_ci = timed_survey(ci.n_galaxies, ci.image_size, seed=0)
+        _, _, t_paper = timed_survey(500, paper.image_size, seed=1)  # a slice: the whole paper set takes hours
+        rows = [speed_row("ci", ci.n_galaxies, ci, t_ci), speed_row("paper (500-galaxy slice)", 500, paper, t_paper)]
+        rec.table(pd.DataFrame(rows), float_format=lambda v: f"{v:.1f}")
+        rec.section("Selection funnel of the ci set")
+        rec.table(funnel)
+        rec.section("Blue-cloud colour distances vs the kcorrect SDSS sample")
+        wd = sim.compare_photometry(catalog, sim.real_sdss_photometry()).rename(columns={
+            "wasserstein": "Wasserstein", "wasserstein_matched": "Wasserstein, matched in (z, r)",
+            "median_sim": "median simulated", "median_real": "median real", "n_sim": "n simulated", "n_real": "n real"})
+        rec.table(wd, float_format=lambda v: f"{v:.3f}")
+        rec.note("distances and medians in mag (in redshift for z); the ci set's blue cloud against the real one")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -14,9 +15,17 @@ from pathlib import Path
 
 from .runs import SCALE_CHOICES, project_root, resolve_scale, run_folder
 
-__all__ = ["CHAPTERS", "Execution", "executions", "sync_notebooks", "build_book"]
+__all__ = ["CHAPTERS", "BENCHMARKS", "Execution", "executions", "sync_notebooks", "build_book"]
 
 CHAPTERS: tuple[str, ...] = ("01_data", "02_cfm_theory", "03_train", "04_vae_nf", "05_evaluation", "06_degeneracy")
+
+#: The benchmarks the book's Benchmarks page expects: ``benchmarks/bench_<name>.py`` writes the
+#: record ``benchmarks/results/<name>.json``; name -> heading on the page.
+BENCHMARKS: dict[str, str] = {
+    "cfm": "Flow matching: sampler, log-density and solvers",
+    "simulation": "Survey simulation: speed and colours",
+    "memory": "Memory of paper-scale data loading",
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ def build_book(
     folder = run_folder(run_dir, resolved.name, data, seed)
     _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", timings)
     _write_results_page(out / "book" / "results.md", staged_nb)
+    _write_benchmarks_page(out / "book" / "benchmarks.md", root / "benchmarks" / "results")
     _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
     html = out / "_build" / "html"
     print(f"book: {html / 'index.html'}")
@@ -217,6 +227,70 @@ def _write_execution_page(page: Path, manifest: Path, timings: dict[str, float])
                      "papermill wall time [s]": round(timings[ex.page], 1) if ex.page in timings else float("nan"),
                      "finished": info.get("finished", "?"), "git commit": info.get("git_commit", "?")})
     page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", pd.DataFrame(rows).to_markdown(index=False)))
+
+
+def _benchmark_command(name: str) -> str:
+    return f"python benchmarks/bench_{name}.py --json benchmarks/results/{name}.json"
+
+
+def _format_cell(value: object) -> str:
+    """A table cell for the page: floats to three significant digits, no exponent from 0.001 up."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value != 0 and math.isfinite(value):
+        decimals = 2 - math.floor(math.log10(abs(value)))
+        if decimals > 5:
+            return f"{value:.2e}"
+        return f"{value:,.{max(decimals, 0)}f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")  # a bare pipe would end the markdown table cell
+
+
+def _benchmark_table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
+    cells = df.astype(object).map(_format_cell).rename(columns=_format_cell)
+    return cells.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def _benchmark_record(name: str, path: Path, record: dict) -> list[str]:
+    """Markdown lines for one record: its provenance, then each section's table and notes."""
+    heading = BENCHMARKS.get(name, f"`bench_{name}.py`") + ("" if path.stem == name else f" (`{path.name}`)")
+    git, hw = record.get("git", {}), record.get("hardware", {})
+    machine = (f"{hw.get('cpu', '?')}, {hw.get('cores', '?')} cores, {hw.get('ram_gb', '?')} GB RAM; "
+               f"torch threads: {hw.get('torch_threads', '?')}" + (f", {hw['gpu']}" if "gpu" in hw else ""))
+    lines = [f"## {heading}", "",
+             f"- **command:** `{record.get('command', '?')}`",
+             f"- **recorded:** {record.get('date', '?')}, wall time {_format_cell(record.get('wall_s'))} s, "
+             f"load average {record.get('load_average_at_start', '?')} at the start",
+             f"- **commit:** `{git.get('commit', '?')}`" + (" with uncommitted changes" if git.get("dirty") else ""),
+             f"- **machine:** {machine}",
+             "- **packages:** " + ", ".join(f"{k} {v}" for k, v in record.get("packages", {}).items()),
+             *[f"- {note}" for note in record.get("notes", [])], ""]
+    for section in record.get("sections", []):
+        lines += [f"### {section['title']}", ""]
+        if section.get("rows"):
+            lines += [_benchmark_table(section["rows"]), ""]
+        lines += [*[f"- {note}" for note in section.get("notes", [])], ""]
+    return lines
+
+
+def _write_benchmarks_page(page: Path, results: Path) -> None:
+    """Put every record in ``results/*.json`` on the page; for an expected one missing, name its command."""
+    records = [(path, json.loads(path.read_text())) for path in sorted(results.glob("*.json"))]
+    named = [(record.get("benchmark", path.stem), path, record) for path, record in records]
+    lines = []
+    for name in dict.fromkeys([*BENCHMARKS, *(n for n, _, _ in named)]):  # expected ones first, in order
+        mine = [(path, record) for n, path, record in named if n == name]
+        for path, record in mine:
+            lines += _benchmark_record(name, path, record)
+        if not mine:
+            lines += [f"## {BENCHMARKS[name]}", "", f"Not yet recorded. Run `{_benchmark_command(name)}` "
+                      "from the repository root, then rebuild the book.", ""]
+    page.write_text(page.read_text().replace("<!-- galnb:benchmark-tables -->", "\n".join(lines).rstrip()))
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,8 @@ def browser():
     driver.quit()
 
 
-@pytest.mark.parametrize("page", [f"notebooks/{p}" for p in PAGES] + ["book/results", "book/execution", "book/intro"])
+@pytest.mark.parametrize("page", [f"notebooks/{p}" for p in PAGES]
+                         + ["book/results", "book/execution", "book/benchmarks", "book/intro"])
 def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, browser, page):
     path = built_book["html"] / f"{page}.html"
     browser.get(path.as_uri())
@@ -106,3 +107,30 @@ def test_built_book_has_toggles_glossary_links_and_bibliography(built_book):
     for key in ("Yunus", "Siddiqa", "Lipman", "Lemos"):
         assert key in bibliography
     assert (html / "book" / "glossary.html").exists() and (html / "book" / "adapting.html").exists()
+
+
+def test_benchmarks_page_shows_each_record_and_names_the_command_for_a_missing_one(tmp_path):
+    from galnb.book import _write_benchmarks_page
+
+    record = {"benchmark": "cfm", "command": "python benchmarks/bench_cfm.py --json benchmarks/results/cfm.json",
+              "date": "2026-01-02 03:04:05 UTC", "wall_s": 321.0, "load_average_at_start": 0.1,
+              "git": {"commit": "abc1234", "dirty": True},
+              "hardware": {"cpu": "Test CPU 9000", "cores": 2, "ram_gb": 8.0, "torch_threads": 2},
+              "packages": {"torch": "2.13.0", "galnb": "0.1.0"}, "notes": [],
+              "sections": [{"title": "Posterior sampling throughput, RK4-100", "notes": ["(4 objects x 1000 draws)"],
+                            "rows": [{"model": "image 128 px", "galnb [draws/s]": 1234.5678, "speed-up [x]": 3.4567}]}]}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cfm.json").write_text(json.dumps(record))
+    page = tmp_path / "benchmarks.md"
+    shutil.copy(Path(__file__).resolve().parents[1] / "book" / "benchmarks.md", page)
+    _write_benchmarks_page(page, results)
+    text = page.read_text()
+    assert "galnb:benchmark-tables" not in text, "the placeholder is replaced"
+    for shown in (record["command"], "2026-01-02 03:04:05 UTC", "abc1234", "uncommitted", "Test CPU 9000",
+                  "| model", "galnb [draws/s]", "image 128 px", "1,235", "3.46", "(4 objects x 1000 draws)"):
+        assert shown in text, shown
+    assert "1234.5678" not in text, "numbers are rounded for the page"
+    assert text.count("Not yet recorded") == 2
+    for name in ("simulation", "memory"):
+        assert f"Not yet recorded. Run `python benchmarks/bench_{name}.py --json benchmarks/results/{name}.json`" in text

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -69,6 +72,7 @@ class FakeSkyServer:
     ``cutout_faults[objid]``: a list consumed one per request for that object: "500", "timeout",
     "truncated" (a JPEG cut short, correct Content-Length), "dropped" (connection closed mid-body).
     ``die_after``: after this many good cutouts, every cutout request gets HTTP 503.
+    ``delay``: seconds each cutout answer waits (so a client can be killed mid-download).
     ``log``: Counter of ("sql" | "cutout", key) requests received.
     """
 
@@ -78,6 +82,7 @@ class FakeSkyServer:
         self.sql_faults: list[str] = []
         self.cutout_faults: dict[int, list[str]] = {}
         self.die_after: int | None = None
+        self.delay = 0.0
         self.good_cutouts = 0
         self.log: Counter = Counter()
         self.queries: list[str] = []
@@ -159,6 +164,7 @@ class FakeSkyServer:
             return self._send(handler, b"unavailable", "text/plain", 503 if dead else 500)
         if fault == "timeout":
             time.sleep(self.sleep)
+        time.sleep(self.delay)
         body = jpeg_bytes(size, index)
         if fault == "truncated":
             return self._send(handler, body[: len(body) // 2], "image/jpeg")
@@ -329,6 +335,29 @@ def test_crash_mid_download_then_rerun_replaces_corrupt_and_stale_files(tmp_path
     store = download(root, server)
     assert server.count("cutout") == N_ROWS - kept + 1 and server.log["cutout", int(cat.objid[0])] == 1
     assert sdss._valid_file(broken, 32) and not leftovers(tmp_path) and len(store.catalog) == N_ROWS
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_download_killed_with_sigkill_resumes_fetching_only_what_is_missing(tmp_path, server):
+    root = tmp_path / "data"
+    server.delay = 0.05
+    script = (f"from galnb import sdss; sdss.download_sdss({str(root)!r}, None, seed=0, base_url={server.url!r}, "
+              f"progress=False, workers=2, image_size=32, timeout=5, retries=1, backoff=0.01)")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((root / "cutouts").glob("*.jpg"))) < 6:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    kept = list((root / "cutouts").glob("*.jpg"))
+    assert 6 <= len(kept) < N_ROWS and all(sdss._valid_file(p, 32) for p in kept)
+    assert not (root / "meta.json").exists()
+    server.delay, server.log = 0.0, Counter()
+    store = download(root, server)
+    assert server.count("sql") == 0, "the cached catalog answer was reused"
+    assert not any(server.log["cutout", int(p.stem)] for p in kept), "finished cutouts were not fetched again"
+    assert len(store.catalog) == N_ROWS and not leftovers(tmp_path)
 
 
 def test_subset_of_n_is_seeded_and_a_finished_store_is_reused(tmp_path, server):

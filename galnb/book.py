@@ -112,7 +112,8 @@ def build_book(
     staged_nb = out / "notebooks"
     if render_only and not staged_nb.exists():
         raise FileNotFoundError(f"{staged_nb}: no executed notebooks to render; build without --render-only first")
-    for stale in (out / "book", out / "_build", *([] if render_only else [staged_nb])):
+    # --only keeps the other chapters' executed notebooks, so that --render-only can follow
+    for stale in (out / "book", out / "_build", *([] if render_only or only else [staged_nb])):
         shutil.rmtree(stale, ignore_errors=True)
     staged_nb.mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "_toc.yml"):
@@ -132,11 +133,12 @@ def build_book(
         _collapse_injected_parameters(staged_nb / f"{ex.page}.ipynb")
     for page, seconds in timings.items():
         print(f"executed {page:<16} {seconds:7.1f} s")
+
     if only:
         print("--only given: chapters executed, book not rendered (it needs every chapter)")
         return staged_nb
     folder = run_folder(run_dir, resolved.name, data, seed)
-    _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", timings)
+    _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", staged_nb)
     _write_results_page(out / "book" / "results.md", staged_nb)
     _write_benchmarks_page(out / "book" / "benchmarks.md", root / "benchmarks" / "results")
     _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
@@ -215,16 +217,19 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
     page.write_text("\n".join(lines))
 
 
-def _write_execution_page(page: Path, manifest: Path, timings: dict[str, float]) -> None:
+def _write_execution_page(page: Path, manifest: Path, staged_nb: Path) -> None:
     import pandas as pd
 
     recorded = json.loads(manifest.read_text()) if manifest.exists() else {}
     rows = []
     for ex in executions():
         info = recorded.get(ex.notebook + "".join(f"-{v}" for _, v in ex.params), {})
+        executed = staged_nb / f"{ex.page}.ipynb"
+        # papermill records each execution's duration in the notebook it writes
+        duration = json.loads(executed.read_text())["metadata"].get("papermill", {}).get("duration") if executed.exists() else None
         rows.append({"page": ex.page, "scale": info.get("parameters", {}).get("scale", "?"),
                      "hardware": info.get("hardware", "?"), "chapter wall time [s]": info.get("wall_s", float("nan")),
-                     "papermill wall time [s]": round(timings[ex.page], 1) if ex.page in timings else float("nan"),
+                     "papermill wall time [s]": round(duration, 1) if duration is not None else float("nan"),
                      "finished": info.get("finished", "?"), "git commit": info.get("git_commit", "?")})
     page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", pd.DataFrame(rows).to_markdown(index=False)))
 

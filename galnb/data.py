@@ -321,8 +321,10 @@ def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> St
     try:
         return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
     finally:
-        del images
-        (root / ".images-building.npy").unlink(missing_ok=True)
+        if isinstance(images, np.memmap):  # the temporary cube stack_cutouts made on disk
+            filename = images.filename
+            del images
+            Path(filename).unlink(missing_ok=True)
 
 
 def stack_cutouts(paths: list[Path], image_size: int, root: Path) -> np.ndarray:

@@ -18,6 +18,7 @@ __all__ = [
     "fit_empirical_prior",
     "delta_log_p",
     "kl_to_prior",
+    "log_ratio_to_prior",
     "wasserstein_table",
     "r2_table",
     "sbc_ranks",
@@ -42,7 +43,8 @@ class Posterior:
         theta_true: (M, D) the catalog's values θ*.
         samples: (M, n, D) posterior draws.
         log_prob_true: (M,) log p(θ*|D).
-        log_prob_samples: (M, n) log p(θ_s|D) of each draw.
+        log_prob_samples: (M, k) log p(θ_s|D) of the first k <= n draws (k = n when every
+            draw has one; a CFM model may compute it for a subset, for the D_KL Monte Carlo).
         columns: the D property names, in order.
         meta: where the numbers come from (model, steps, data fingerprint...).
     """
@@ -127,9 +129,19 @@ def delta_log_p(post: Posterior, prior: EmpiricalPrior) -> np.ndarray:
     return post.log_prob_true - prior.log_prob(post.theta_true)
 
 
+def log_ratio_to_prior(post: Posterior, prior: EmpiricalPrior) -> np.ndarray:
+    """log p(θ_s|D) − log p(θ_s) at the k draws that have a log-density, (M, k) nats.
+
+    Its mean over draws is the Monte Carlo estimate of D_KL[p(θ|D) ‖ p(θ)] and its standard
+    deviation / √k that estimate's standard error.
+    """
+    with_density = post.samples[:, : post.log_prob_samples.shape[1]]
+    return post.log_prob_samples - prior.log_prob(with_density)
+
+
 def kl_to_prior(post: Posterior, prior: EmpiricalPrior) -> np.ndarray:
-    """D_KL[p(θ|D) ‖ p(θ)] per object by Monte Carlo over the posterior draws, (M,) nats."""
-    return (post.log_prob_samples - prior.log_prob(post.samples)).mean(axis=1)
+    """D_KL[p(θ|D) ‖ p(θ)] per object by Monte Carlo over the draws that have a log-density, (M,) nats."""
+    return log_ratio_to_prior(post, prior).mean(axis=1)
 
 
 def wasserstein_table(posteriors: dict[str, Posterior], columns: tuple[str, ...] = TARGETS) -> pd.DataFrame:
@@ -312,6 +324,7 @@ def verdict(comparisons: dict[str, tuple[float, float]], better: str = "higher")
     parts = []
     for name, (image, phot) in comparisons.items():
         shown = (abs(image), abs(phot)) if better == "smaller" else (image, phot)
+        name = name.replace("*", r"\*")  # the sentence is Markdown: "log M*" must not open emphasis
         parts.append(f"{name} {'favours' if image > phot else 'does not favour'} the image model "
                      f"({shown[0]:.3f} vs {shown[1]:.3f}, {better} is better)")
     wins = sum(image > phot for image, phot in comparisons.values())

@@ -31,6 +31,7 @@ __all__ = [
     "build_model",
     "train_cfm",
     "load_trained",
+    "evaluation_rows",
     "TrainedModel",
     "posterior_on_test_set",
     "time_sampling",
@@ -290,31 +291,40 @@ class TrainedModel:
 
     @torch.no_grad()
     def posterior(self, store: Store, rows: np.ndarray, n_draws: int, steps: int, device: str = "cpu", seed: int = 0,
-                  method: str = "rk4") -> "Posterior":
+                  method: str = "rk4", n_log_prob: int | None = None) -> "Posterior":
         """Posterior draws and exact log-densities for catalog ``rows``, in physical units.
 
-        The draws' log-densities come from the same integration that makes them; log p(θ*|D)
-        from a backward integration. Both get the standardisation Jacobian so they are
-        densities in the catalog's units, comparable with any other model's.
+        The first ``n_log_prob`` draws get their log-densities from the same integration that
+        makes them (it carries D tangent vectors, about 1 + D times the cost of a plain draw);
+        the rest are plain draws. log p(θ*|D) comes from a backward integration. Log-densities
+        get the standardisation Jacobian, so they are densities in the catalog's units,
+        comparable with any other model's.
 
         Arguments:
             rows: (M,) store rows.
             n_draws: draws per object.
             steps, method: the ODE solver.
+            n_log_prob: how many of the draws get a log-density (default: all of them).
         """
         from .metrics import Posterior
 
         rows = np.asarray(rows)
+        n_log_prob = n_draws if n_log_prob is None else n_log_prob
+        if not 1 <= n_log_prob <= n_draws:
+            raise ValueError(f"n_log_prob={n_log_prob} must be between 1 and n_draws={n_draws}")
         cond = self.condition(store, rows, device)
         generator = torch.Generator(device).manual_seed(seed)
-        draws, lp_draws = self.model.sample_and_log_prob(cond, n_draws, steps, method, generator=generator)
+        draws, lp_draws = self.model.sample_and_log_prob(cond, n_log_prob, steps, method, generator=generator)
+        if n_log_prob < n_draws:
+            rest = self.model.sample(cond, n_draws - n_log_prob, steps, method, generator=generator)
+            draws = torch.cat([draws, rest], dim=1)
         truth = store.catalog.iloc[rows][list(TARGETS)].to_numpy()
         true_std = torch.as_tensor(self.theta_std.forward(truth), dtype=torch.float32, device=device)
         lp_true = self.model.log_prob(true_std, cond, steps, method)
         jac = self.theta_std.log_det
         return Posterior(rows, truth, self.theta_std.inverse(draws.cpu().double().numpy()),
                          lp_true.cpu().double().numpy() + jac, lp_draws.cpu().double().numpy() + jac, TARGETS,
-                         {"model": self.kind, "steps": steps, "method": method, "n_draws": n_draws,
+                         {"model": self.kind, "steps": steps, "method": method, "n_draws": n_draws, "n_log_prob": n_log_prob,
                           "data": self.meta["data"], "checkpoint": str(self.path)})
 
 
@@ -346,6 +356,11 @@ def load_trained(model_dir: str | Path, store: Store, device: str = "cpu") -> Tr
                         Standardizer.from_dict(meta["phot_std"]), meta, path)
 
 
+def evaluation_rows(run: "Run", store: Store) -> np.ndarray:
+    """The store rows that chapters 05 and 06 score: the first ``n_eval`` of the test split."""
+    return store.splits["test"][: run.scale.n_eval]
+
+
 def posterior_on_test_set(run: "Run", store: Store, kind: str) -> "Posterior":
     """The ``kind`` model's posterior on the run's first ``n_eval`` test objects.
 
@@ -357,15 +372,16 @@ def posterior_on_test_set(run: "Run", store: Store, kind: str) -> "Posterior":
 
     ckpt = run.require(run.model_dir(kind) / "best.pt", "03_train", model=kind)
     expected = {"model": kind, "steps": run.scale.ode_steps, "method": "rk4", "n_draws": run.scale.n_draws,
-                "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt)}
+                "n_log_prob": run.scale.n_kl_draws, "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt)}
     path = run.posterior_path(kind)
     if path.exists():
         cached = Posterior.load(path)
         if all(cached.meta.get(k) == v for k, v in expected.items()):
             return cached
     trained = load_trained(ckpt.parent, store, run.device)
-    rows = store.splits["test"][: run.scale.n_eval]
-    post = trained.posterior(store, rows, run.scale.n_draws, run.scale.ode_steps, run.device, seed=run.seed)
+    rows = evaluation_rows(run, store)
+    post = trained.posterior(store, rows, run.scale.n_draws, run.scale.ode_steps, run.device, seed=run.seed,
+                             n_log_prob=run.scale.n_kl_draws)
     post.meta.update(expected)
     post.save(path)
     return post

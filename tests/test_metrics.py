@@ -52,6 +52,14 @@ def test_kl_matches_the_gaussian_closed_form():
     assert metrics.kl_to_prior(post, StandardNormalPrior()).mean() == pytest.approx(exact, abs=0.05)
 
 
+def test_kl_from_a_subset_of_draws_with_densities_matches_the_closed_form():
+    s = 0.3
+    post = gaussian_posterior(np.zeros((20, D)), s, np.zeros((20, D)), n=1000)
+    post.log_prob_samples = post.log_prob_samples[:, :200]  # only the first 200 draws carry a density
+    exact = D * (np.log(1 / s) + s**2 / 2 - 0.5)
+    assert metrics.kl_to_prior(post, StandardNormalPrior()).mean() == pytest.approx(exact, abs=0.1)
+
+
 def test_kl_with_the_kde_prior_is_biased_by_less_than_half_a_nat(prior):
     # Kernel smoothing lowers the prior's peak, so KL to the KDE runs high; this bounds it.
     s = 0.3

@@ -32,6 +32,21 @@ def test_posterior_log_density_is_in_physical_units(tiny_store, tmp_path):
     assert post.log_prob_true == pytest.approx(standard - np.log(trained.theta_std.std).sum(), abs=1e-4)
 
 
+def test_posterior_with_densities_for_some_draws_matches_backward_log_prob(tiny_store, tmp_path):
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **FAST), progress=False)
+    trained = load_trained(tmp_path / "m", tiny_store)
+    rows = tiny_store.splits["test"][:3]
+    post = trained.posterior(tiny_store, rows, n_draws=12, steps=8, n_log_prob=5)
+    assert post.samples.shape == (3, 12, 5) and post.log_prob_samples.shape == (3, 5)
+    assert post.meta["n_log_prob"] == 5 and np.isfinite(post.samples).all()
+    # the forward-tracked densities belong to the first five draws: a backward pass from them agrees
+    first = torch.as_tensor(trained.theta_std.forward(post.samples[:, :5]), dtype=torch.float32)
+    backward = trained.model.log_prob(first, trained.condition(tiny_store, rows), steps=8).double().numpy()
+    assert post.log_prob_samples == pytest.approx(backward + trained.theta_std.log_det, abs=2e-3)
+    with pytest.raises(ValueError, match="n_log_prob=13"):
+        trained.posterior(tiny_store, rows, n_draws=12, steps=8, n_log_prob=13)
+
+
 def test_interrupted_training_resumes_from_the_last_epoch(tiny_store, tmp_path, monkeypatch):
     config = TrainConfig(model="phot", **{**FAST, "max_epochs": 4})
     calls = {"n": 0}

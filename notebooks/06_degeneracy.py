@@ -24,9 +24,13 @@ run = start_chapter("06_degeneracy", scale=scale, data=data, seed=seed, device=d
 
 # %%
 from galnb.data import load_store
-from galnb.training import posterior_on_test_set
+from galnb.training import evaluation_rows, posterior_on_test_set
 
 store = load_store(run.require(run.data_dir / "meta.json", "01_data").parent)
+n_test = len(evaluation_rows(run, store))
+if not -1 <= galaxy < n_test:
+    raise ValueError(f"parameter galaxy={galaxy} is not valid; choose -1 (the rule-based pair only) "
+                     f"or a test-set position from 0 to {n_test - 1}")
 posteriors = {kind: posterior_on_test_set(run, store, kind) for kind in ("phot", "image")}
 truth, rows = posteriors["image"].theta_true, posteriors["image"].test_index
 
@@ -129,11 +133,12 @@ glue("degeneracy_vs_bulge", plots.degeneracy_vs_morphology(table, "bulge_fractio
 # %% [markdown]
 # ## Any galaxy
 #
-# Set the `galaxy` parameter to a position in the test set (0 to `n_eval`−1) to draw this
-# figure for that galaxy:
+# Set the `galaxy` parameter to a position in the test set (0 to {glue:text}`degeneracy_last_position`)
+# to draw this figure for that galaxy:
 # `papermill notebooks/06_degeneracy.ipynb out.ipynb -p galaxy 17`.
 
 # %%
+glue("degeneracy_last_position", n_test - 1, display=False)
 if galaxy >= 0:
     one = plots.dust_age_posteriors({k: [p.samples[galaxy]] for k, p in posteriors.items()}, [truth[galaxy]],
                                     [store.images[rows[galaxy]]], [f"test galaxy {galaxy}"])

@@ -134,3 +134,25 @@ def test_benchmarks_page_shows_each_record_and_names_the_command_for_a_missing_o
     assert text.count("Not yet recorded") == 2
     for name in ("simulation", "memory"):
         assert f"Not yet recorded. Run `python benchmarks/bench_{name}.py --json benchmarks/results/{name}.json`" in text
+
+
+@pytest.mark.parametrize("galaxy, ok", [(3, True), (100_000, False)])
+def test_degeneracy_chapter_reruns_on_any_test_galaxy_and_refuses_one_out_of_range(built_book, tmp_path, galaxy, ok):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GALNB_SCALE"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    out = tmp_path / "06.ipynb"
+    proc = subprocess.run(["papermill", "notebooks/06_degeneracy.ipynb", str(out), "-p", "galaxy", str(galaxy),
+                           "-p", "scale", "ci", "-p", "run_dir", str(built_book["runs"])],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
+    if not ok:
+        assert proc.returncode != 0
+        assert "galaxy=100000 is not valid; choose -1" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nb = nbformat.read(out, as_version=4)
+    shown = next(c for c in nb.cells if c.source.startswith('glue("degeneracy_last_position"'))
+    assert [o for o in shown.outputs if "image/png" in o.get("data", {})], "the chosen galaxy's figure is drawn"

@@ -371,7 +371,9 @@ glue("vaenf_corner_lines", plots.vaenf_corner(line_draws, np.log1p(cat.loc[galax
 # first test galaxies go to the run directory for {doc}`05_evaluation`.
 
 # %%
-rows_eval = test[: min(run.scale.n_eval, len(test))]
+from galnb.training import evaluation_rows
+
+rows_eval = evaluation_rows(run, store)  # the rows chapters 05 and 06 score
 r2_five = {}
 for name, x in (("image", x_img), ("phot", x_phot)):
     five, _ = vaenf.fit_split(cat, x, splits, core=vaenf.CFM_CORE, lines=(), b2_all=True, **fit)

@@ -102,15 +102,20 @@ def photometry_vs_real(sim, real, wd: pd.DataFrame) -> Figure:
 
 # ---------------------------------------------------------------- chapter 03: training
 def learning_curves(history, best_epoch: int, title: str = "") -> Figure:
-    """Training and validation CFM loss per epoch, the kept (best) epoch marked."""
+    """Training and validation CFM loss per epoch, the kept (best) epoch marked, the learning rate on a right axis."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(history["epoch"], history["train_loss"], "o-", ms=3, label="train")
     ax.plot(history["epoch"], history["val_loss"], "s-", ms=3, label="validation")
     ax.axvline(best_epoch, color="0.5", ls="--", label=f"best epoch ({best_epoch})")
+    if "lr" in history:  # the rate each epoch trained with
+        rate = ax.twinx()
+        rate.plot(history["epoch"], history["lr"], ":", color="0.3")
+        rate.set_yscale("log")
+        rate.set_ylabel("learning rate (dotted)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("CFM loss (MSE to $\\theta_1-\\theta_0$)")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="center right")  # the curves fall away from there; the rate runs along the top
     fig.tight_layout()
     return fig
 

@@ -61,13 +61,14 @@ class Scale:
     vae_epochs: int
     flow_epochs: int
     n_ensemble: int  # VAE-NF seeds for the epistemic uncertainty
+    lr_schedule: str = "constant"  # CFM learning rate over the epochs: "constant" or "cosine"
 
 
 SCALES: dict[str, Scale] = {
     s.name: s
     for s in (
-        Scale("ci", 2_000, 32, 8, 3, 1e-3, 64, 20, 200, 200, 100, 1_500, 2_000, 4, 20, 2),
-        Scale("small", 12_000, 64, 40, 6, 1e-3, 64, 50, 500, 100, 500, 8_000, 5_000, 20, 60, 3),
+        Scale("ci", 2_000, 32, 8, 3, 1e-3, 64, 20, 200, 200, 100, 1_500, 2_000, 4, 20, 2, lr_schedule="cosine"),
+        Scale("small", 12_000, 64, 50, 10, 1e-3, 64, 50, 500, 100, 500, 8_000, 5_000, 20, 60, 3, lr_schedule="cosine"),
         Scale("paper", 106_800, 128, 300, 10, 5e-5, 64, 100, 1_000, 1_000, 1_000, 30_000, 10_000, 50, 200, 5),
     )
 }

@@ -7,7 +7,8 @@ import torch
 from conftest import synthetic_catalog
 from galnb import training
 from galnb.data import write_store
-from galnb.training import CheckpointError, TrainConfig, load_trained, train_cfm
+from galnb.data import StoreError
+from galnb.training import STRUCTURE_COLUMNS, CheckpointError, TrainConfig, load_trained, train_cfm
 
 FAST = dict(lr=2e-3, batch_size=32, max_epochs=3, patience=5, hidden=32, depth=2)
 
@@ -47,8 +48,8 @@ def test_posterior_with_densities_for_some_draws_matches_backward_log_prob(tiny_
         trained.posterior(tiny_store, rows, n_draws=12, steps=8, n_log_prob=13)
 
 
-def test_interrupted_training_resumes_from_the_last_epoch(tiny_store, tmp_path, monkeypatch):
-    config = TrainConfig(model="phot", **{**FAST, "max_epochs": 4})
+def train_killed_in_third_epoch_then_resumed(store, folder, config, monkeypatch):
+    """Train until the third epoch's validation, interrupt there, then call train_cfm again."""
     calls = {"n": 0}
     real = training.evaluate_loss
 
@@ -60,12 +61,31 @@ def test_interrupted_training_resumes_from_the_last_epoch(tiny_store, tmp_path, 
 
     monkeypatch.setattr(training, "evaluate_loss", dies_in_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_cfm(tiny_store, tmp_path / "m", config, progress=False)
+        train_cfm(store, folder, config, progress=False)
     monkeypatch.setattr(training, "evaluate_loss", real)
-    result = train_cfm(tiny_store, tmp_path / "m", config, progress=False)
+    return train_cfm(store, folder, config, progress=False)
+
+
+def test_interrupted_training_resumes_from_the_last_epoch(tiny_store, tmp_path, monkeypatch):
+    config = TrainConfig(model="phot", **{**FAST, "max_epochs": 4})
+    result = train_killed_in_third_epoch_then_resumed(tiny_store, tmp_path / "m", config, monkeypatch)
     assert result.resumed_from == 2 and list(result.history["epoch"]) == [1, 2, 3, 4]
     again = train_cfm(tiny_store, tmp_path / "m", config, progress=False)  # finished: returns at once
     assert again.resumed_from == 4 and len(again.history) == 4
+
+
+def test_cosine_schedule_anneals_the_rate_and_survives_a_resume(tiny_store, tmp_path, monkeypatch):
+    config = TrainConfig(model="phot", **{**FAST, "max_epochs": 5, "lr_schedule": "cosine"})
+    result = train_killed_in_third_epoch_then_resumed(tiny_store, tmp_path / "m", config, monkeypatch)
+    assert result.resumed_from == 2
+    # epoch e trains at eta_min + (lr - eta_min)(1 + cos(pi (e - 1) / max_epochs)) / 2, eta_min = lr / 100
+    lr, lo = config.lr, config.lr / 100
+    expected = [lo + (lr - lo) * (1 + np.cos(np.pi * e / 5)) / 2 for e in range(5)]
+    assert list(result.history["lr"]) == pytest.approx(expected, rel=1e-9)
+    constant = train_cfm(tiny_store, tmp_path / "c", TrainConfig(model="phot", **FAST), progress=False)
+    assert list(constant.history["lr"]) == [config.lr] * 3
+    with pytest.raises(ValueError, match=r"lr_schedule='step'.*\('constant', 'cosine'\)"):
+        TrainConfig(lr_schedule="step")
 
 
 def test_resuming_with_another_config_is_refused(tiny_store, tmp_path):
@@ -97,8 +117,26 @@ def test_nan_loss_stops_training_with_a_clear_message(tiny_store, tmp_path, monk
 
 
 def test_unknown_model_kind_is_refused():
-    with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image'\)"):
+    with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image', 'structure'\)"):
         TrainConfig(model="foo")
+
+
+def test_structure_reference_model_is_conditioned_on_photometry_and_true_structure(tiny_store, tmp_path):
+    with pytest.raises(StoreError, match=r"catalog\.parquet: training the structure CFM model needs column\(s\) \['axis_ratio'"):
+        train_cfm(tiny_store, tmp_path / "refused", TrainConfig(model="structure", **FAST), progress=False)
+    cat = synthetic_catalog(240).assign(axis_ratio=0.5, bulge_fraction=0.2)
+    cat["r_half"] = np.random.default_rng(3).lognormal(0.5, 0.3, len(cat))
+    cat["axis_ratio"] += 0.4 * np.random.default_rng(4).random(len(cat))
+    store = write_store(tmp_path / "s", cat, np.zeros((240, 16, 16, 3), np.uint8), seed=0, source="mock", params={})
+    train_cfm(store, tmp_path / "m", TrainConfig(model="structure", **FAST), progress=False)
+    trained = load_trained(tmp_path / "m", store)
+    assert trained.model.cond_dim == 8 and trained.model.encoder is None
+    rows = store.splits["test"][:3]
+    cond = trained.condition(store, rows)
+    assert cond.shape == (3, 8)
+    # the last three condition columns are the standardised structural parameters of those rows
+    expected = store.standardizer(STRUCTURE_COLUMNS).forward(store.catalog.iloc[rows][list(STRUCTURE_COLUMNS)].to_numpy())
+    assert cond[:, 5:].numpy() == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["phot", "image"])
@@ -113,3 +151,26 @@ def test_same_seed_gives_identical_weights_and_posteriors_on_cpu(tiny_store, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.array_equal(posts[0].samples, posts[1].samples)
     assert np.array_equal(posts[0].log_prob_true, posts[1].log_prob_true)
+
+
+def test_structure_probe_reads_structure_that_only_the_images_hold(tmp_path):
+    from galnb.training import structure_gain, structure_probe
+
+    rng = np.random.default_rng(5)
+    cat = synthetic_catalog(400).assign(axis_ratio=rng.uniform(0.2, 1.0, 400), r_half=rng.lognormal(0.5, 0.3, 400),
+                                        bulge_fraction=rng.uniform(0, 1, 400))
+    images = np.repeat((cat["axis_ratio"].to_numpy() * 250).astype(np.uint8), 16 * 16 * 3).reshape(400, 16, 16, 3)
+    store = write_store(tmp_path / "s", cat, images, seed=0, source="mock", params={})
+    train_cfm(store, tmp_path / "image", TrainConfig(model="image", **FAST), progress=False)
+    probe = structure_probe(load_trained(tmp_path / "image", store), store, store.splits["train"], store.splits["test"])
+    by_name = probe.set_index("parameter")
+    # the axis ratio is written into the pixels and nowhere else; the other two are in neither
+    assert by_name.loc["axis_ratio", "R² from f_img"] > 0.9
+    assert by_name.loc["axis_ratio", "R² from photometry"] < 0.2
+    assert by_name.loc["bulge_fraction"].max() < 0.2
+    with pytest.raises(ValueError, match="needs the image model"):
+        train_cfm(store, tmp_path / "phot", TrainConfig(model="phot", **FAST), progress=False)
+        structure_probe(load_trained(tmp_path / "phot", store), store, store.splits["train"], store.splits["test"])
+    gain = structure_gain({"phot": np.array([1.0, 1.2]), "image": np.array([1.2, 1.4]), "structure": np.array([1.9, 2.1])})
+    assert "a gain of 0.90 nats" in gain and "+0.20 nats, 22 % of it" in gain
+    assert "adds nothing" in structure_gain({"phot": np.ones(2), "image": np.ones(2), "structure": np.zeros(2)})

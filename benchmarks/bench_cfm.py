@@ -106,6 +106,35 @@ def bench_sampling(rec: Record, args: argparse.Namespace, peak: float) -> None:
     rec.note(f"({args.objects} objects x {n} draws; GFLOP/s counts the multiply-adds galnb's sampler does)")
 
 
+def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> None:
+    """Where one velocity evaluation's time goes: the 256x256 matmuls against everything else."""
+    rec.section("One velocity evaluation of the sampler, split by operation (photometry model)")
+    torch.manual_seed(0)
+    net = CFM(5, 5).eval().net
+    rows = args.objects * args.draws
+    bias, theta = net.context_bias(torch.randn(args.objects, 5)), torch.randn(args.objects, args.draws, 5)
+    h = torch.randn(rows, net.layers[1].in_features)
+    hidden = net.layers[1:-1]
+    with torch.no_grad():
+        parts = {
+            "whole evaluation (VelocityMLP.fast)": best_time(lambda: net.fast(0.5, theta, bias), repeat=20),
+            "hidden 256x256 layers (matmul + bias)": best_time(lambda: [torch.addmm(layer.bias, h, layer.weight.T) for layer in hidden], repeat=20),
+            "activations (SiLU, all layers)": best_time(lambda: [net._act_(h.clone()) for _ in range(len(hidden) + 1)], repeat=20)
+            - best_time(lambda: [h.clone() for _ in range(len(hidden) + 1)], repeat=20),
+            "first layer ([t; theta], K = 6)": best_time(lambda: net._first(0.5, theta, bias), repeat=20),
+            "output layer (256 -> 5)": best_time(lambda: net.layers[-1](h), repeat=20),
+        }
+    whole = parts["whole evaluation (VelocityMLP.fast)"]
+    df = pd.DataFrame([{"operation": op, "time [ms]": t * 1e3, "share of the evaluation [%]": 100 * t / whole} for op, t in parts.items()])
+    rec.table(df, formatters={"time [ms]": "{:.3f}".format, "share of the evaluation [%]": "{:.0f}".format})
+    matmul = parts["hidden 256x256 layers (matmul + bias)"]
+    flops = rows * mlp_flops_per_eval(CFM(5, 5), False)
+    rec.note(f"({rows} rows.) The evaluation runs at {flops / whole / 1e9:.0f} GFLOP/s, {100 * flops / whole / 1e9 / peak:.0f} % of "
+             f"the matmul peak; with every operation but the hidden matmuls free it would reach "
+             f"{100 * flops / matmul / 1e9 / peak:.0f} %. The activations alone cost "
+             f"{100 * parts['activations (SiLU, all layers)'] / matmul:.0f} % of the matmul time.")
+
+
 def bench_log_prob(rec: Record, args: argparse.Namespace) -> None:
     rec.section("log_prob cost per object vs sampling 1,000 draws (RK4-100, photometry model)")
     torch.manual_seed(0)
@@ -240,6 +269,7 @@ def main() -> None:
         peak = matmul_gflops()
         rec.note(f"dense matmul (best of (1024|4096|16384)x256 @ 256x256, float32): {peak:.1f} GFLOP/s")
         bench_sampling(rec, args, peak)
+        bench_eval_breakdown(rec, args, peak)
         bench_log_prob(rec, args)
         toy = bench_solvers(rec, args)
         if not args.skip_sbi:

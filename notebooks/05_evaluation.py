@@ -192,12 +192,16 @@ else:
 # (fitted on the validation split).
 # ```
 #
-# Read together: where the reference gains over photometry but the image model does not,
-# and the embedding predicts the structure poorly, the images hold the information and the
-# CNN has not yet learned to extract it; that is a matter of training (more galaxies, more
-# epochs, as at `paper` scale), not of the method. Where the reference itself gains little,
-# the simulated images carry little beyond the magnitudes, which is less than real SDSS
-# images hold.
+# How to read the two together. If the reference itself gains little, the simulated images
+# carry little beyond the magnitudes (less than real SDSS images hold), and no image model
+# could do better. If the reference gains but the embedding predicts the structure poorly,
+# the CNN has not learned to see it. If the reference gains **and** the embedding holds the
+# structure (high $R^2$ from $f_\mathrm{img}$, well above photometry's) while the image
+# model's $\Delta\log p$ does not rise, the information reaches the velocity network but the
+# network has not learned to turn it into sharper posteriors; its input is 256 image
+# features against 5 magnitudes, trained on a few thousand galaxies for tens of epochs. The
+# last two are limits of training (more galaxies and epochs, as at `paper` scale), not of
+# the method.
 
 # %% [markdown]
 # ## Scaling relations (Figure 2 of the CFM paper)

@@ -41,8 +41,8 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 class Scale:
     """Every size knob of one scale, so that no chapter invents its own.
 
-    ``ci`` runs every notebook in minutes on 2 CPU cores; ``small`` takes about two hours
-    on 2 CPU cores for the whole book; ``paper`` is the papers' setting (GPU).
+    ``ci`` runs every notebook in minutes on 2 CPU cores; ``small`` takes about two and a
+    half hours on 2 CPU cores for the whole book; ``paper`` is the papers' setting (GPU).
     """
 
     name: str

@@ -110,7 +110,8 @@ def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> 
     """Where one velocity evaluation's time goes: the 256x256 matmuls against everything else."""
     rec.section("One velocity evaluation of the sampler, split by operation (photometry model)")
     torch.manual_seed(0)
-    net = CFM(5, 5).eval().net
+    model = CFM(5, 5).eval()
+    net = model.net
     rows = args.objects * args.draws
     bias, theta = net.context_bias(torch.randn(args.objects, 5)), torch.randn(args.objects, args.draws, 5)
     h = torch.randn(rows, net.layers[1].in_features)
@@ -128,7 +129,7 @@ def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> 
     df = pd.DataFrame([{"operation": op, "time [ms]": t * 1e3, "share of the evaluation [%]": 100 * t / whole} for op, t in parts.items()])
     rec.table(df, formatters={"time [ms]": "{:.3f}".format, "share of the evaluation [%]": "{:.0f}".format})
     matmul = parts["hidden 256x256 layers (matmul + bias)"]
-    flops = rows * mlp_flops_per_eval(CFM(5, 5), False)
+    flops = rows * mlp_flops_per_eval(model, False)
     rec.note(f"({rows} rows.) The evaluation runs at {flops / whole / 1e9:.0f} GFLOP/s, {100 * flops / whole / 1e9 / peak:.0f} % of "
              f"the matmul peak; with every operation but the hidden matmuls free it would reach "
              f"{100 * flops / matmul / 1e9 / peak:.0f} %. The activations alone cost "

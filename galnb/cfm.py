@@ -327,14 +327,18 @@ class CFM(nn.Module):
     def _cond_slice(cond: Cond, sl: slice) -> Cond:
         return tuple(c[sl] for c in cond) if isinstance(cond, (tuple, list)) else cond[sl]
 
-    def encode(self, cond: Cond) -> Tensor:
+    def encode(self, cond: Cond, batch: int | None = None) -> Tensor:
         """The context c, computed once per object.
 
         Arguments:
             cond: phot (B, cond_dim), or (images (B, 3, H, W), phot (B, cond_dim)) with an encoder.
+            batch: at most this many objects through the encoder at once (default: all).
         Returns:
             (B, E): phot itself, or ``[f_img; f_phot]`` (E = 256 + cond_dim by default).
         """
+        n = self._cond_len(cond)
+        if batch is not None and n > batch:
+            return torch.cat([self.encode(self._cond_slice(cond, slice(i, i + batch))) for i in range(0, n, batch)])
         p = self._param
         if self.encoder is None:
             if isinstance(cond, (tuple, list)):
@@ -380,9 +384,7 @@ class CFM(nn.Module):
 
     # -- inference ------------------------------------------------------------------------
     def _biases(self, cond: Cond, encode_batch: int) -> Tensor:
-        n = self._cond_len(cond)
-        parts = [self.encode(self._cond_slice(cond, slice(i, i + encode_batch))) for i in range(0, n, encode_batch)]
-        return self.net.context_bias(torch.cat(parts))
+        return self.net.context_bias(self.encode(cond, encode_batch))
 
     def _chunks(self, cond: Cond, rows_per_object: int, max_rows: int | None, tangents: int = 0):
         if max_rows is None:  # cache-sized chunks on CPU, large ones on a GPU

@@ -491,10 +491,10 @@ def structure_probe(trained: TrainedModel, store: Store, fit_rows: np.ndarray, t
     device = next(trained.model.parameters()).device.type
 
     def features(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images, phot = trained.condition(store, rows, device)
         with torch.no_grad():
-            f_img = torch.cat([trained.model.encoder(images[i : i + 256]) for i in range(0, len(rows), 256)])
-        return f_img.cpu().double().numpy(), phot.cpu().double().numpy()
+            context = trained.model.encode(trained.condition(store, rows, device), batch=256).cpu().double().numpy()
+        f_img, phot = np.split(context, [trained.model.encoder.out_dim], axis=1)  # context is [f_img; f_phot]
+        return f_img, phot
 
     (img_fit, phot_fit), (img_test, phot_test) = features(np.asarray(fit_rows)), features(np.asarray(test_rows))
     out = []

@@ -28,7 +28,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -90,8 +93,9 @@ class CheckpointError(ValueError):
 def _threads(n: int | None, device: str = "cpu") -> Iterator[None]:
     """Temporarily use ``n`` intra-op CPU threads (None: leave torch's setting).
 
-    These networks are small: on a shared CPU one thread is faster than several,
-    which spend their time synchronising.
+    The flow-stage networks are small: one thread is about as fast as several, which spend
+    their time synchronising, and leaves the other cores to parallel ensemble members. The
+    VAE's convolutions are large enough to use every core (1.9x faster on 2 than on 1).
     """
     if n is None or device != "cpu":
         yield
@@ -193,7 +197,7 @@ def train_vae(
     device: str = "cpu",
     latent: int = 32,
     beta: float = 1.0,
-    threads: int | None = 1,
+    threads: int | None = None,
 ) -> tuple[VAE, pd.DataFrame]:
     """Train a VAE with Adam and return it frozen (eval mode, no gradients).
 
@@ -644,21 +648,52 @@ def fit_ensemble(
     seed: int = 0,
     batch_size: int = 64,
     device: str = "cpu",
+    first_member: int = 0,
+    workers: int | None = None,
     **model_kwargs,
 ) -> tuple[list[VAENF], pd.DataFrame]:
     """Train ``n_ensemble`` VAENF models that differ only in their seed.
 
+    Member ``k`` is seeded from ``(seed, k)`` alone, so the members are the same whether
+    they are trained one after another or side by side, and a larger ensemble is a smaller
+    one plus members ``first_member, first_member + 1, ...``.
+
+    Arguments:
+        train, val: the training and validation arrays.
+        n_ensemble: members to train.
+        epochs, batch_size, device: as in :func:`fit_vaenf`.
+        seed: seed of the ensemble.
+        first_member: index of the first member trained here (to extend an ensemble).
+        workers: processes training members side by side on the CPU, one thread each
+            (default: one per member, at most one per CPU core; 1 trains in this process).
+        model_kwargs: :class:`VAENF` arguments.
     Returns:
         the models (eval mode, on CPU) and their learning curves (column ``member``).
     """
-    models, curves = [], []
-    for k in range(n_ensemble):
-        torch.manual_seed(seed * 1000 + k)
-        model = VAENF(train.x.shape[1], **model_kwargs)
-        curve = fit_vaenf(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed * 1000 + k, device=device)
-        models.append(model.cpu().eval())
-        curves.append(curve.assign(member=k))
-    return models, pd.concat(curves, ignore_index=True)
+    members = range(first_member, first_member + n_ensemble)
+    jobs = [(train, val, k, epochs, seed, batch_size, device, model_kwargs) for k in members]
+    if workers is None:
+        workers = min(len(jobs), os.cpu_count() or 1)
+    if device != "cpu" or workers <= 1 or len(jobs) <= 1:
+        done = [_fit_member(*job) for job in jobs]
+    else:
+        # The flow stage is a few hundred small matmuls per step: one thread per member in
+        # parallel processes trains ~2x faster on 2 cores than members in turn with 2
+        # threads. "spawn" because a forked process inherits torch's thread pools.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            done = list(pool.map(_fit_member, *zip(*jobs)))
+    models = [VAENF.from_checkpoint(ckpt) for ckpt, _ in done]
+    return models, pd.concat([curve for _, curve in done], ignore_index=True)
+
+
+def _fit_member(train: VAENFData, val: VAENFData, k: int, epochs: int, seed: int, batch_size: int, device: str,
+                model_kwargs: dict) -> tuple[dict, pd.DataFrame]:
+    """Train ensemble member ``k``; returns its checkpoint and learning curve."""
+    torch.manual_seed(seed * 1000 + k)
+    model = VAENF(train.x.shape[1], **model_kwargs)
+    curve = fit_vaenf(model, train, val, epochs=epochs, batch_size=batch_size, seed=seed * 1000 + k, device=device)
+    return model.checkpoint(), curve.assign(member=k)
 
 
 def save_ensemble(models: Sequence[VAENF], path: str | Path, **extra) -> Path:
@@ -971,6 +1006,7 @@ def fit_split(
     batch_size: int = 64,
     seed: int = 0,
     device: str = "cpu",
+    first_member: int = 0,
 ) -> tuple[list[VAENF], pd.DataFrame]:
     """Train an ensemble on the train split (best epoch chosen on the validation split).
 
@@ -979,7 +1015,7 @@ def fit_split(
         splits: "train"/"val" row indices.
         core, lines: branch-1 parameters and emission lines (``()`` for none).
         b2_all: train metallicity on every galaxy rather than the measurable ones only.
-        n_ensemble, epochs, batch_size, seed, device: as in :func:`fit_ensemble`.
+        n_ensemble, epochs, batch_size, seed, device, first_member: as in :func:`fit_ensemble`.
     """
     def part(name: str) -> VAENFData:
         rows = splits[name]
@@ -989,7 +1025,8 @@ def fit_split(
         return d
 
     return fit_ensemble(part("train"), part("val"), n_ensemble=n_ensemble, epochs=epochs, seed=seed,
-                        batch_size=batch_size, device=device, core=tuple(core), lines=tuple(lines or ()))
+                        batch_size=batch_size, device=device, first_member=first_member, core=tuple(core),
+                        lines=tuple(lines or ()))
 
 
 def r2_table(post: EnsemblePosterior, catalog: pd.DataFrame) -> pd.Series:

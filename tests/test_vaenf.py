@@ -175,6 +175,20 @@ def test_ensemble_learns_a_linear_relation_and_reports_uncertainties():
     assert cm.to_numpy().sum() == 100
 
 
+def test_parallel_members_equal_sequential_ones_and_an_ensemble_extends_member_by_member():
+    rng = np.random.default_rng(1)
+    train, val = _toy_data(200, rng), _toy_data(50, rng)
+    kw = dict(epochs=2, batch_size=64, seed=3, transforms=2, flow_hidden=(16,))
+    parallel, curves = fit_ensemble(train, val, n_ensemble=3, workers=2, **kw)
+    in_turn, _ = fit_ensemble(train, val, n_ensemble=2, workers=1, **kw)
+    extra, extra_curves = fit_ensemble(train, val, n_ensemble=1, first_member=2, workers=1, **kw)
+    assert list(curves["member"].unique()) == [0, 1, 2] and list(extra_curves["member"]) == [2, 2]
+    assert len({float(next(m.parameters()).detach().sum()) for m in parallel}) == 3  # the members differ
+    for a, b in zip(parallel, in_turn + extra):
+        for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(ta, tb), name
+
+
 def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     models = [_small_model(lines=("l1", "l2", "l3", "l4"), seed=s) for s in (0, 1)]
     vae = VAE(32).eval()

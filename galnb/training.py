@@ -509,16 +509,28 @@ def structure_probe(trained: TrainedModel, store: Store, fit_rows: np.ndarray, t
     return pd.DataFrame(out)
 
 
-def structure_gain(dlogp: dict[str, np.ndarray]) -> str:
-    """A sentence on how much of the reference model's Δlog p gain over photometry the image model realises.
+def structure_gain(dlogp: dict[str, np.ndarray], probe: pd.DataFrame | None = None) -> str:
+    """Sentences on how much of the reference model's Δlog p gain over photometry the image model
+    realises and, given the :func:`structure_probe` table, which explanation the numbers support.
 
     Arguments:
         dlogp: per-galaxy Δlog p of the ``"phot"``, ``"image"`` and ``"structure"`` models.
+        probe: the probe's table (columns ``R² from f_img`` and ``R² from photometry``).
     """
     phot, image, ref = (float(np.mean(dlogp[k])) for k in ("phot", "image", "structure"))
     head = (f"Given the true axis ratio, half-light radius and bulge fraction, the photometry network reaches a "
             f"mean Δlog p of {ref:.2f} nats against {phot:.2f} from photometry alone")
     if ref <= phot:
         return head + ": the structure adds nothing measurable here, so the images cannot be expected to help."
-    return (head + f", a gain of {ref - phot:.2f} nats that the images could in principle provide; the image model's "
-            f"gain is {image - phot:+.2f} nats, {100 * (image - phot) / (ref - phot):.0f} % of it.")
+    share = (image - phot) / (ref - phot)
+    text = (head + f", a gain of {ref - phot:.2f} nats that the images could in principle provide; the image model's "
+            f"gain is {image - phot:+.2f} nats, {100 * share:.0f} % of it.")
+    if probe is None or share >= 0.5:
+        return text
+    seen, base = (float(probe[c].mean()) for c in ("R² from f_img", "R² from photometry"))
+    if seen - base < 0.1:
+        return text + (f" The embedding predicts the structure hardly better than the magnitudes do (mean R² {seen:.2f} "
+                       f"against {base:.2f}): the CNN has not learned to see it.")
+    return text + (f" Yet the embedding holds the structure (mean R² {seen:.2f} against {base:.2f} from the magnitudes): "
+                   f"the information reaches the velocity network, which has not learned to use it to put more "
+                   f"posterior density on the true values.")

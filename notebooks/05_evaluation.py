@@ -170,8 +170,8 @@ if simulated:
     reference = posterior_on_test_set(run, store, "structure")
     test_rows = posteriors["image"].test_index
     probe = structure_probe(load_trained(run.model_dir("image"), store, run.device), store, store.splits["val"], test_rows)
-    glue("eval_structure_gain", Markdown(structure_gain({**dlogp, "structure": metrics.delta_log_p(reference, prior)})),
-         display=False)
+    gain = structure_gain({**dlogp, "structure": metrics.delta_log_p(reference, prior)}, probe)
+    glue("eval_structure_gain", Markdown(gain), display=False)
     glue("eval_structure_dkl", float(metrics.kl_to_prior(reference, prior).mean()), display=False)
     glue("eval_probe", probe.style.format(precision=3).hide(axis="index"), display=False)
 else:
@@ -198,7 +198,8 @@ else:
 # the CNN has not learned to see it. If the reference gains **and** the embedding holds the
 # structure (high $R^2$ from $f_\mathrm{img}$, well above photometry's) while the image
 # model's $\Delta\log p$ does not rise, the information reaches the velocity network but the
-# network has not learned to turn it into sharper posteriors; its input is 256 image
+# network has not learned to use it to put more posterior density on the true values (its
+# posteriors may still be narrower, a higher $D_\mathrm{KL}$); its input is 256 image
 # features against 5 magnitudes, trained on a few thousand galaxies for tens of epochs. The
 # last two are limits of training (more galaxies and epochs, as at `paper` scale), not of
 # the method.

@@ -174,3 +174,8 @@ def test_structure_probe_reads_structure_that_only_the_images_hold(tmp_path):
     gain = structure_gain({"phot": np.array([1.0, 1.2]), "image": np.array([1.2, 1.4]), "structure": np.array([1.9, 2.1])})
     assert "a gain of 0.90 nats" in gain and "+0.20 nats, 22 % of it" in gain
     assert "adds nothing" in structure_gain({"phot": np.ones(2), "image": np.ones(2), "structure": np.zeros(2)})
+    unused = {"phot": np.ones(2), "image": np.ones(2), "structure": np.full(2, 2.0)}
+    assert "has not learned to use it" in structure_gain(unused, probe)  # f_img reads the axis ratio: R² 0.9+ vs < 0.2
+    blind = probe.assign(**{"R² from f_img": probe["R² from photometry"]})
+    assert "has not learned to see it" in structure_gain(unused, blind)
+    assert structure_gain(unused | {"image": np.full(2, 1.8)}, probe).endswith("80 % of it.")

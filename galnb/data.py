@@ -27,7 +27,6 @@ __all__ = [
     "write_store",
     "ensure_store",
     "split_indices",
-    "photometry_features",
     "images_to_tensor",
 ]
 
@@ -356,11 +355,6 @@ def read_cutout(path: Path, image_size: int) -> np.ndarray:
         raise StoreError(f"{path}: cutout is {h}x{w} px, smaller than image_size={image_size}")
     top, left = (h - image_size) // 2, (w - image_size) // 2
     return arr[top : top + image_size, left : left + image_size]
-
-
-def photometry_features(catalog: pd.DataFrame) -> np.ndarray:
-    """The CFM paper's f_phot: ugriz model magnitudes, (N, 5) float32 (standardise after)."""
-    return catalog[list(MAG_COLUMNS)].to_numpy(dtype=np.float32)
 
 
 def images_to_tensor(images: np.ndarray):

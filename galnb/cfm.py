@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CFM", "VelocityMLP", "ImageEncoder", "Cond", "METHODS", "odeint"]
+__all__ = ["CFM", "VelocityMLP", "FoldedVelocity", "ImageEncoder", "Cond", "METHODS", "odeint"]
 
 #: A condition: photometry ``(B, cond_dim)``, or ``(images (B, 3, H, W), phot (B, cond_dim))``
 #: for a model with an image encoder.
@@ -85,11 +85,11 @@ def _dsilu(z: Tensor) -> Tensor:
     return s * (1 + z * (1 - s))
 
 
-# activation, its in-place version (for the no-grad fast path) and its derivative
+# activation, its in-place version (for the no-grad inference path) and its derivative
 _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
     "silu": (F.silu, lambda z: F.silu(z, inplace=True), _dsilu),
     "tanh": (torch.tanh, torch.tanh_, lambda z: 1 - torch.tanh(z) ** 2),
-    "softplus": (F.softplus, F.softplus, torch.sigmoid),
+    "softplus": (F.softplus, lambda z: z.copy_(F.softplus(z)), torch.sigmoid),
 }
 
 
@@ -154,8 +154,14 @@ class VelocityMLP(nn.Module):
         b = bias.add(w[:, 0], alpha=t).unsqueeze(1)
         return torch.baddbmm(b, theta, w[:, 1 : 1 + self.theta_dim].T.expand(theta.shape[0], -1, -1)).flatten(0, 1)
 
+    def integrand(self, rows: int) -> "FoldedVelocity":
+        """The velocity for an ODE solve over at most ``rows`` draws at a time (see ``FoldedVelocity``)."""
+        return FoldedVelocity(self, rows)
+
     def fast(self, t: float, theta: Tensor, bias: Tensor) -> Tensor:
-        """Velocity for many draws of many objects at one time, in one pass.
+        """Velocity for many draws of many objects at one time, in one pass (no autograd).
+
+        For repeated calls (an ODE solve), build ``integrand(rows)`` once and call it instead.
 
         Arguments:
             t: the time (a float shared by all rows).
@@ -164,11 +170,7 @@ class VelocityMLP(nn.Module):
         Returns:
             (B, n, D).
         """
-        h = self._act_(self._first(t, theta, bias))
-        for layer in self.layers[1:-1]:
-            h = self._act_(torch.addmm(layer.bias, h, layer.weight.T))
-        last = self.layers[-1]
-        return torch.addmm(last.bias, h, last.weight.T).view_as(theta)
+        return self.integrand(theta.shape[0] * theta.shape[1])(t, theta, bias)
 
     def fast_with_divergence(self, t: float, theta: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         r"""Velocity and its exact divergence :math:`\nabla_\theta \cdot v`.
@@ -198,6 +200,66 @@ class VelocityMLP(nn.Module):
         v = torch.addmm(last.bias, h, last.weight.T)
         div = torch.einsum("njh,jh->n", tan, last.weight)
         return v.view_as(theta), div.view(theta.shape[:-1])
+
+
+class FoldedVelocity:
+    """``VelocityMLP.fast`` laid out for thousands of calls on chunks of at most ``rows`` draws.
+
+    Two costs of the plain layer-by-layer evaluation are paid once here instead of at every
+    solver stage (measured together: ~1.5x more draws/s on one CPU core, benchmarks/bench_cfm.py):
+
+    - each layer's bias is folded into its weight as one more input row, which multiplies a
+      column of ones kept in the activation buffers, so a layer is a single matmul instead of
+      a broadcast copy of the bias followed by the matmul;
+    - the activation buffers are allocated once and reused; a fresh megabyte-sized tensor per
+      layer per stage costs page faults.
+
+    The activation is applied in place to the buffers' first ``hidden`` columns. The buffers'
+    row length is padded to a multiple of 16 elements (whole 64-byte cache lines for float32).
+    The weights are copied when this is built: build a new one after the network changes.
+
+    Arguments:
+        net: the velocity network.
+        rows: the most draws (objects x draws per object) of one call.
+    """
+
+    def __init__(self, net: VelocityMLP, rows: int):
+        first, *hidden, last = net.layers
+        h, d = first.out_features, net.theta_dim
+        width = -(-(h + 1) // 16) * 16  # h activations, a column of ones, zero padding
+        w = first.weight.detach()
+        self.h, self.act_ = h, net._act_
+        self.w_t, self.w_theta = w[:, 0], w[:, 1 : 1 + d].T
+        self.buffers = [w.new_zeros(rows, width) for _ in range(2)]
+        for buf in self.buffers:
+            buf[:, h] = 1.0
+        self.hidden_weights = [self._fold(layer, width) for layer in hidden]
+        # (D, width): the thin output layer is ~2x faster as W @ x.T than as x @ W.T (measured)
+        self.output_weight = self._fold(last, width).T.contiguous()
+
+    @staticmethod
+    def _fold(layer: nn.Linear, width: int) -> Tensor:
+        w = layer.weight.detach()
+        folded = w.new_zeros(width, w.shape[0])  # (in, out): rows of activations, then the bias
+        folded[: w.shape[1]] = w.T
+        folded[w.shape[1]] = layer.bias.detach()
+        return folded
+
+    @torch.no_grad()
+    def __call__(self, t: float, theta: Tensor, bias: Tensor) -> Tensor:
+        """Arguments: t, theta (B, n, D), bias (B, hidden) as for ``VelocityMLP.fast``. Returns: (B, n, D)."""
+        b, n, d = theta.shape
+        if b * n > self.buffers[0].shape[0]:
+            raise ValueError(f"{b * n} draws in one call; this integrand was built for at most {self.buffers[0].shape[0]}")
+        x = self.buffers[0][: b * n]
+        # first layer: [t; theta] times its weight, plus the object's precomputed context bias
+        torch.baddbmm(bias.add(self.w_t, alpha=t).unsqueeze(1), theta, self.w_theta.expand(b, -1, -1), out=x[:, : self.h].view(b, n, -1))
+        self.act_(x[:, : self.h])
+        for i, w in enumerate(self.hidden_weights):
+            out = self.buffers[1 - i % 2][: b * n]
+            self.act_(torch.mm(x, w, out=out[:, : self.h]))
+            x = out
+        return torch.mm(self.output_weight, x.T).T.reshape(b, n, d)
 
 
 class ImageEncoder(nn.Module):
@@ -387,8 +449,11 @@ class CFM(nn.Module):
         return self.net.context_bias(self.encode(cond, encode_batch))
 
     def _chunks(self, cond: Cond, rows_per_object: int, max_rows: int | None, tangents: int = 0):
-        if max_rows is None:  # cache-sized chunks on CPU, large ones on a GPU
-            max_rows = (1 << 18 if self._param.is_cuda else 1 << 12) // (1 + tangents)
+        if max_rows is None:  # cache-sized chunks on CPU (see benchmarks/bench_cfm.py), large ones on a GPU
+            if self._param.is_cuda:
+                max_rows = (1 << 18) // (1 + tangents)
+            else:
+                max_rows = (1 << 12) // (1 + tangents) if tangents else 1 << 11
         b = self._cond_len(cond)
         step = max(1, max_rows // max(1, rows_per_object))
         for i in range(0, b, step):
@@ -409,7 +474,7 @@ class CFM(nn.Module):
 
         All draws of a chunk of objects go through the MLP together, one call per solver
         stage; the context is encoded once per object and its first-layer contribution
-        precomputed.
+        precomputed; the MLP runs as a ``FoldedVelocity``.
 
         Arguments:
             cond: B objects' conditions (see ``encode``).
@@ -418,17 +483,19 @@ class CFM(nn.Module):
             method: "euler", "midpoint", "heun" or "rk4".
             generator: optional RNG for the base draws (same seed, same draws).
             max_rows: about this many draws (objects x n) integrated at once (whole objects,
-                at least one); default 4096 on CPU (cache-sized), 262144 on a GPU.
+                at least one); default 2048 on CPU (cache-sized), 262144 on a GPU.
             encode_batch: at most this many images through the encoder at once.
         Returns:
             (B, n, D) draws, in the units the model was trained in.
         """
-        out = []
+        out, velocity = [], None
         p = self._param
         for sl in self._chunks(cond, n, max_rows):
             bias = self._biases(self._cond_slice(cond, sl), encode_batch)
             theta0 = torch.randn(bias.shape[0], n, self.theta_dim, device=p.device, dtype=p.dtype, generator=generator)
-            y, _ = odeint(lambda t, y: (self.net.fast(t, y, bias), None), theta0, 0.0, 1.0, steps, method)
+            if velocity is None:  # built once: the first chunk is the largest
+                velocity = self.net.integrand(theta0.shape[0] * n)
+            y, _ = odeint(lambda t, y: (velocity(t, y, bias), None), theta0, 0.0, 1.0, steps, method)
             out.append(y)
         return torch.cat(out)
 
@@ -450,9 +517,9 @@ class CFM(nn.Module):
         p = self._param
         bias = self._biases(cond, 256)
         y = torch.randn(bias.shape[0], n, self.theta_dim, device=p.device, dtype=p.dtype, generator=generator)
-        path = [y]
+        path, velocity = [y], self.net.integrand(y.shape[0] * n)
         for i in range(steps):
-            y, _ = odeint(lambda t, z: (self.net.fast(t, z, bias), None), y, i / steps, (i + 1) / steps, 1, method)
+            y, _ = odeint(lambda t, z: (velocity(t, z, bias), None), y, i / steps, (i + 1) / steps, 1, method)
             path.append(y)
         return torch.stack(path)
 

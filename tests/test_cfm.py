@@ -54,6 +54,19 @@ def test_fast_path_equals_full_network():
 
 
 @pytest.mark.parametrize("activation", ["silu", "tanh", "softplus"])
+def test_folded_velocity_equals_full_network_for_every_chunk_it_is_reused_on(activation):
+    torch.manual_seed(3)
+    model = CFM(5, 4, hidden=20, depth=3, activation=activation).double()  # 21 columns pad to 32
+    velocity = model.net.integrand(4 * 6)
+    for b, n in [(4, 6), (1, 6), (3, 5)]:  # a full chunk, then smaller ones in the same buffers
+        cond, theta = torch.randn(b, 4, dtype=torch.double), torch.randn(b, n, 5, dtype=torch.double)
+        full = model.velocity(0.8, theta.reshape(-1, 5), cond.repeat_interleave(n, 0)).reshape(b, n, 5)
+        torch.testing.assert_close(velocity(0.8, theta, model.net.context_bias(model.encode(cond))), full)
+    with pytest.raises(ValueError, match="25 draws in one call; .* at most 24"):
+        velocity(0.8, torch.zeros(5, 5, 5, dtype=torch.double), torch.zeros(5, 20, dtype=torch.double))
+
+
+@pytest.mark.parametrize("activation", ["silu", "tanh", "softplus"])
 def test_exact_divergence_matches_autograd_and_finite_differences(activation):
     torch.manual_seed(1)
     model = CFM(3, 2, hidden=8, depth=2, activation=activation).double()
@@ -104,8 +117,8 @@ def test_log_prob_matches_change_of_variables_of_the_flow_map():
     cond = torch.randn(1, 3, dtype=torch.double)
     bias = model.net.context_bias(model.encode(cond))
 
-    def flow(x0):
-        return odeint(lambda t, y: (model.net.fast(t, y, bias), None), x0.view(1, 1, 2), 0.0, 1.0, 50, "rk4")[0].view(2)
+    def flow(x0):  # the differentiable forward (the sampler's FoldedVelocity has no autograd)
+        return odeint(lambda t, y: (model.velocity(t, y, cond), None), x0.view(1, 2), 0.0, 1.0, 50, "rk4")[0].view(2)
 
     x0 = torch.randn(16, 2, dtype=torch.double)
     x1 = torch.stack([flow(x) for x in x0])

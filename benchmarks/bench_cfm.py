@@ -73,7 +73,9 @@ def plain_batched_sample(model: CFM, cond, n: int, steps: int, max_rows: int = 4
         bias = model._biases(model._cond_slice(cond, slice(i, i + max(1, max_rows // n))), 256)
 
         def f(t, theta):
-            h = net._act_(net._first(t, theta, bias))
+            w = net.layers[0].weight
+            first = torch.baddbmm(bias.add(w[:, 0], alpha=t).unsqueeze(1), theta, w[:, 1:6].T.expand(theta.shape[0], -1, -1))
+            h = net._act_(first.flatten(0, 1))
             for layer in net.layers[1:-1]:
                 h = net._act_(torch.addmm(layer.bias, h, layer.weight.T))
             return torch.addmm(net.layers[-1].bias, h, net.layers[-1].weight.T).view_as(theta), None

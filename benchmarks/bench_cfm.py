@@ -74,7 +74,7 @@ def plain_batched_sample(model: CFM, cond, n: int, steps: int, max_rows: int = 4
 
         def f(t, theta):
             w = net.layers[0].weight
-            first = torch.baddbmm(bias.add(w[:, 0], alpha=t).unsqueeze(1), theta, w[:, 1:6].T.expand(theta.shape[0], -1, -1))
+            first = torch.baddbmm(bias.add(w[:, 0], alpha=t).unsqueeze(1), theta, w[:, 1 : 1 + model.theta_dim].T.expand(theta.shape[0], -1, -1))
             h = net._act_(first.flatten(0, 1))
             for layer in net.layers[1:-1]:
                 h = net._act_(torch.addmm(layer.bias, h, layer.weight.T))
@@ -147,7 +147,7 @@ def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> 
     torch.manual_seed(0)
     model = CFM(5, 5).eval()
     net, h = model.net, model.hidden
-    draws = 1000  # one object's draws: the sampler's default chunk on a CPU
+    draws = 1000  # one object's draws
     bias, theta = net.context_bias(torch.randn(1, 5)), torch.randn(1, draws, 5)
     velocity = net.integrand(draws)
     x, out = velocity.buffers

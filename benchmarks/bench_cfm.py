@@ -68,9 +68,9 @@ def encoder_flops(encoder: ImageEncoder, size: int) -> float:
 def plain_batched_sample(model: CFM, cond, n: int, steps: int, max_rows: int = 4096) -> torch.Tensor:
     """Batched like galnb's sampler (context encoded once, chunks of whole objects), but the MLP
     evaluated layer by layer with fresh tensors: ``addmm`` with its bias, then the activation."""
-    net, out = model.net, []
-    for i in range(0, model._cond_len(cond), max(1, max_rows // n)):
-        bias = model._biases(model._cond_slice(cond, slice(i, i + max(1, max_rows // n))), 256)
+    net, out, step = model.net, [], max(1, max_rows // n)
+    for i in range(0, model._cond_len(cond), step):
+        bias = model._biases(model._cond_slice(cond, slice(i, i + step)), 256)
 
         def f(t, theta):
             w = net.layers[0].weight

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 import torch
 import torch.nn.functional as F
@@ -466,7 +466,12 @@ class CFM(nn.Module):
     def _biases(self, cond: Cond, encode_batch: int) -> Tensor:
         return self.net.context_bias(self.encode(cond, encode_batch))
 
-    def _chunks(self, cond: Cond, rows_per_object: int, max_rows: int | None, tangents: int = 0):
+    def _chunks(self, cond: Cond, rows_per_object: int, max_rows: int | None, encode_batch: int, tangents: int = 0
+                ) -> Iterator[tuple[slice, Tensor, FoldedVelocity]]:
+        """Chunks of whole objects: (slice, their first-layer context biases, the velocity).
+
+        The velocity (``FoldedVelocity``) is built once, for the first chunk, which is the largest.
+        """
         if max_rows is None:  # cache-sized chunks on CPU (see benchmarks/bench_cfm.py), large ones on a GPU
             if self._param.is_cuda:
                 max_rows = (1 << 18) // (1 + tangents)
@@ -474,8 +479,13 @@ class CFM(nn.Module):
                 max_rows = (1 << 12) // (1 + tangents) if tangents else 1 << 11
         b = self._cond_len(cond)
         step = max(1, max_rows // max(1, rows_per_object))
+        velocity = None
         for i in range(0, b, step):
-            yield slice(i, min(b, i + step))
+            sl = slice(i, min(b, i + step))
+            bias = self._biases(self._cond_slice(cond, sl), encode_batch)
+            if velocity is None:
+                velocity = self.net.integrand(bias.shape[0] * rows_per_object)
+            yield sl, bias, velocity
 
     @torch.no_grad()
     def sample(
@@ -506,13 +516,10 @@ class CFM(nn.Module):
         Returns:
             (B, n, D) draws, in the units the model was trained in.
         """
-        out, velocity = [], None
+        out = []
         p = self._param
-        for sl in self._chunks(cond, n, max_rows):
-            bias = self._biases(self._cond_slice(cond, sl), encode_batch)
+        for _, bias, velocity in self._chunks(cond, n, max_rows, encode_batch):
             theta0 = torch.randn(bias.shape[0], n, self.theta_dim, device=p.device, dtype=p.dtype, generator=generator)
-            if velocity is None:  # built once: the first chunk is the largest
-                velocity = self.net.integrand(theta0.shape[0] * n)
             y, _ = odeint(lambda t, y: (velocity(t, y, bias), None), theta0, 0.0, 1.0, steps, method)
             out.append(y)
         return torch.cat(out)
@@ -574,11 +581,8 @@ class CFM(nn.Module):
         """
         single = theta.dim() == 2
         theta = (theta.unsqueeze(1) if single else theta).to(self._param)
-        out, velocity = [], None
-        for sl in self._chunks(cond, theta.shape[1], max_rows, tangents=self.theta_dim):
-            bias = self._biases(self._cond_slice(cond, sl), encode_batch)
-            if velocity is None:  # built once: the first chunk is the largest
-                velocity = self.net.integrand(bias.shape[0] * theta.shape[1])
+        out = []
+        for sl, bias, velocity in self._chunks(cond, theta.shape[1], max_rows, encode_batch, tangents=self.theta_dim):
             y0, delta = odeint(lambda t, y: velocity.with_divergence(t, y, bias), theta[sl], 1.0, 0.0, steps, method)
             out.append(self._base_log_prob(y0) + delta)
         lp = torch.cat(out)
@@ -605,13 +609,10 @@ class CFM(nn.Module):
         Returns:
             draws (B, n, D) and log-densities (B, n).
         """
-        draws, lps, velocity = [], [], None
+        draws, lps = [], []
         p = self._param
-        for sl in self._chunks(cond, n, max_rows, tangents=self.theta_dim):
-            bias = self._biases(self._cond_slice(cond, sl), encode_batch)
+        for _, bias, velocity in self._chunks(cond, n, max_rows, encode_batch, tangents=self.theta_dim):
             theta0 = torch.randn(bias.shape[0], n, self.theta_dim, device=p.device, dtype=p.dtype, generator=generator)
-            if velocity is None:
-                velocity = self.net.integrand(bias.shape[0] * n)
             y1, delta = odeint(lambda t, y: velocity.with_divergence(t, y, bias), theta0, 0.0, 1.0, steps, method)
             draws.append(y1)
             lps.append(self._base_log_prob(theta0) - delta)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SCALE ?= ci
 
-.PHONY: setup browser book test sync clean
+.PHONY: setup browser book lint test sync clean
 
 setup: $(VENV)/.installed browser
 
@@ -26,7 +26,11 @@ browser:
 book: setup
 	$(BIN)/python -m galnb book --scale $(SCALE)
 
-test: setup
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+# ruff, then every test and every docstring example (pyproject.toml's pytest options)
+test: setup lint
 	$(BIN)/python -m pytest -ra
 
 sync: $(VENV)/.installed

@@ -25,6 +25,7 @@ import torch
 
 from galnb.analytic import LinearGaussian, compare, fit, linear_gaussian
 from galnb.cfm import CFM, METHODS, ImageEncoder, odeint
+
 from record import Record, add_json_option  # benchmarks/record.py: a script's own folder is on sys.path
 
 
@@ -74,7 +75,8 @@ def plain_batched_sample(model: CFM, cond, n: int, steps: int, max_rows: int = 4
 
         def f(t, theta):
             w = net.layers[0].weight
-            first = torch.baddbmm(bias.add(w[:, 0], alpha=t).unsqueeze(1), theta, w[:, 1 : 1 + model.theta_dim].T.expand(theta.shape[0], -1, -1))
+            first = torch.baddbmm(bias.add(w[:, 0], alpha=t).unsqueeze(1), theta,
+                                  w[:, 1 : 1 + model.theta_dim].T.expand(theta.shape[0], -1, -1))
             h = net._act_(first.flatten(0, 1))
             for layer in net.layers[1:-1]:
                 h = net._act_(torch.addmm(layer.bias, h, layer.weight.T))
@@ -130,14 +132,15 @@ def bench_sampling(rec: Record, args: argparse.Namespace) -> float:
     rec.table(df, formatters={**dict.fromkeys(["galnb [draws/s]", "plain batched [draws/s]", "reference [draws/s]",
                                                "of matmul peak [%]", "plain, of peak [%]"], "{:.0f}".format),
                               "vs reference [x]": "{:.1f}".format, "GFLOP/s": "{:.1f}".format})
-    rec.note(f"({args.objects} objects x {n} draws. Matmul peak: the best of {len(peaks)} measurements taken between "
-             f"the timings, which ranged {min(peaks):.0f}-{peak:.0f} GFLOP/s. GFLOP/s counts the network's multiply-adds "
-             f"(encoder included). Plain batched: chunks of 4,096 draws of whole objects, the MLP layer by layer with "
-             f"fresh tensors.)")
+    rec.note(f"({args.objects} objects x {n} draws. Matmul peak: the best of {len(peaks)} measurements taken "
+             f"between the timings, which ranged {min(peaks):.0f}-{peak:.0f} GFLOP/s. GFLOP/s counts the network's "
+             f"multiply-adds (encoder included). Plain batched: chunks of 4,096 draws of whole objects, the MLP layer "
+             f"by layer with fresh tensors.)")
     share = df.set_index("model")["of matmul peak [%]"]
+    speedup = df.set_index("model")["galnb [draws/s]"] / df.set_index("model")["plain batched [draws/s]"]
     rec.note(f"target >= 75 % of the matmul peak for every model: {'met' if (share >= 75).all() else 'not met'} "
              f"({', '.join(f'{m} {v:.0f} %' for m, v in share.items())}); galnb / plain batched: "
-             f"{', '.join(f'{m} {v:.2f}x' for m, v in (df.set_index('model')['galnb [draws/s]'] / df.set_index('model')['plain batched [draws/s]']).items())}")
+             f"{', '.join(f'{m} {v:.2f}x' for m, v in speedup.items())}")
     return peak
 
 
@@ -149,7 +152,7 @@ def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> 
     net, h = model.net, model.hidden
     draws = 1000  # one object's draws
     bias, theta = net.context_bias(torch.randn(1, 5)), torch.randn(1, draws, 5)
-    velocity = net.integrand(draws)
+    velocity = net.folded(draws)
     x, out = velocity.buffers
     x[:, :h].normal_()
     x0 = x[:, :h].clone()
@@ -165,21 +168,25 @@ def bench_eval_breakdown(rec: Record, args: argparse.Namespace, peak: float) -> 
     with torch.no_grad():
         parts = {
             "whole evaluation (FoldedVelocity)": best_time(lambda: velocity(0.5, theta, bias), repeat=50),
-            "hidden 256x256 layers (matmul, bias folded in)": best_time(lambda: [torch.mm(x, w, out=out[:, :h]) for w in velocity.hidden_weights], repeat=50),
+            "hidden 256x256 layers (matmul, bias folded in)": best_time(
+                lambda: [torch.mm(x, w, out=out[:, :h]) for w in velocity.hidden_weights], repeat=50),
             "activations (SiLU, all layers)": best_time(activations, repeat=50) - best_time(copies, repeat=50),
-            "first layer ([t; theta], K = 6)": best_time(lambda: torch.baddbmm(bias.unsqueeze(1), theta, velocity.w_theta.unsqueeze(0), out=x[:, :h].view(1, draws, h)), repeat=50),
+            "first layer ([t; theta], K = 6)": best_time(
+                lambda: torch.baddbmm(bias.unsqueeze(1), theta, velocity.w_theta.unsqueeze(0),
+                                      out=x[:, :h].view(1, draws, h)), repeat=50),
             "output layer (256 -> 5)": best_time(lambda: torch.mm(velocity.output_weight, x.T), repeat=50),
         }
     whole = parts["whole evaluation (FoldedVelocity)"]
-    df = pd.DataFrame([{"operation": op, "time [ms]": t * 1e3, "share of the evaluation [%]": 100 * t / whole} for op, t in parts.items()])
+    df = pd.DataFrame([{"operation": op, "time [ms]": t * 1e3, "share of the evaluation [%]": 100 * t / whole}
+                       for op, t in parts.items()])
     rec.table(df, formatters={"time [ms]": "{:.3f}".format, "share of the evaluation [%]": "{:.0f}".format})
     matmul, act = parts["hidden 256x256 layers (matmul, bias folded in)"], parts["activations (SiLU, all layers)"]
     flops = draws * mlp_flops_per_eval(model, False)
-    rec.note(f"({draws} rows.) The evaluation runs at {flops / whole / 1e9:.0f} GFLOP/s, {100 * flops / whole / 1e9 / peak:.0f} % of "
-             f"the matmul peak. With everything but the hidden matmuls free it would reach "
-             f"{100 * flops / matmul / 1e9 / peak:.0f} %; with everything but the hidden matmuls and their activations "
-             f"free, {100 * flops / (matmul + act) / 1e9 / peak:.0f} %. The activations alone cost {100 * act / matmul:.0f} % "
-             f"of the matmul time.")
+    rec.note(f"({draws} rows.) The evaluation runs at {flops / whole / 1e9:.0f} GFLOP/s, "
+             f"{100 * flops / whole / 1e9 / peak:.0f} % of the matmul peak. With everything but the hidden matmuls "
+             f"free it would reach {100 * flops / matmul / 1e9 / peak:.0f} %; with everything but the hidden "
+             f"matmuls and their activations free, {100 * flops / (matmul + act) / 1e9 / peak:.0f} %. The "
+             f"activations alone cost {100 * act / matmul:.0f} % of the matmul time.")
 
 
 def bench_log_prob(rec: Record, args: argparse.Namespace) -> None:
@@ -219,7 +226,8 @@ def bench_solvers(rec: Record, args: argparse.Namespace) -> tuple[LinearGaussian
     problem, model, x = trained_toy(rec, args)
     mean, cov = problem.posterior(x)
     rng = np.random.default_rng(2)
-    theta = torch.tensor(mean[:, None] + rng.multivariate_normal(np.zeros(5), cov, size=(len(x), 50)), dtype=torch.float32)
+    theta = torch.tensor(mean[:, None] + rng.multivariate_normal(np.zeros(5), cov, size=(len(x), 50)),
+                         dtype=torch.float32)
     xt = torch.tensor(x, dtype=torch.float32)
     ref = model.log_prob(theta, xt, steps=100)
     exact = problem.log_posterior(theta.double().numpy(), x)
@@ -248,7 +256,8 @@ def bench_sbi(rec: Record, args: argparse.Namespace, problem: LinearGaussian, mo
     from sbi.inference import FMPE
     from torch.distributions import MultivariateNormal
 
-    prior = MultivariateNormal(torch.tensor(problem.mu0, dtype=torch.float32), torch.tensor(problem.cov0, dtype=torch.float32))
+    prior = MultivariateNormal(torch.tensor(problem.mu0, dtype=torch.float32),
+                               torch.tensor(problem.cov0, dtype=torch.float32))
     theta, xs = problem.simulate(args.sbi_sims, np.random.default_rng(5))
     inference = FMPE(prior=prior, show_progress_bars=False)
     inference.append_simulations(torch.tensor(theta, dtype=torch.float32), torch.tensor(xs, dtype=torch.float32))

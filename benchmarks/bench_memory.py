@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 
 from galnb.properties import MAG_COLUMNS, TARGETS
-from record import Record, add_json_option
 from galnb.runs import SCALES
+
+from record import Record, add_json_option
 
 GB = 1e9
 TARGET_ANON = 4 * GB
@@ -81,7 +82,8 @@ def write_paper_store(root: Path, chunk: int = 2000) -> None:
     del cube
     t_cube = time.perf_counter() - start
     images = np.load(cube_path, mmap_mode="r")
-    write_store(root, random_catalog(n, rng), images, seed=0, source="mock", params={"n": n, "image_size": size, "benchmark": True})
+    write_store(root, random_catalog(n, rng), images, seed=0, source="mock",
+                params={"n": n, "image_size": size, "benchmark": True})
     del images
     cube_path.unlink()
     print(f"wrote a {n} x {size} x {size} x 3 store in {time.perf_counter() - start:.0f} s "
@@ -127,7 +129,8 @@ def measure(root: Path, n_batches: int, batch_size: int, json_path: Path | None 
         final = proc_memory()
         max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rec.section("Memory while reading one epoch of paper-scale training batches")
-        rec.note(f"store: images {store.images.shape} {store.images.dtype}, mapped file {store.images.nbytes / GB:.2f} GB")
+        rec.note(f"store: images {store.images.shape} {store.images.dtype}, "
+                 f"mapped file {store.images.nbytes / GB:.2f} GB")
         rec.note(f"read {n_batches} of {len(batches)} train batches ({n_images} images, batch {batch_size}) "
                  f"in {seconds:.1f} s: {n_batches / seconds:.1f} batches/s, {n_images / seconds:.0f} images/s")
         table = pd.DataFrame([{"stage": label, "anonymous (RssAnon) [GB]": mem["RssAnon"] / GB,

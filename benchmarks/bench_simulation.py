@@ -14,7 +14,9 @@ import time
 import pandas as pd
 
 from galnb import simulation as sim
+from galnb import validation
 from galnb.runs import SCALES, Scale
+
 from record import Record, add_json_option  # benchmarks/record.py: a script's own folder is on sys.path
 
 
@@ -47,7 +49,7 @@ def main() -> None:
         rec.section("Selection funnel of the ci set")
         rec.table(funnel)
         rec.section("Blue-cloud colour distances vs the kcorrect SDSS sample")
-        wd = sim.compare_photometry(catalog, sim.real_sdss_photometry()).rename(columns={
+        wd = validation.compare_photometry(catalog, validation.real_sdss_photometry()).rename(columns={
             "wasserstein": "Wasserstein", "wasserstein_matched": "Wasserstein, matched in (z, r)",
             "median_sim": "median simulated", "median_real": "median real", "n_sim": "n simulated", "n_real": "n real"})
         rec.table(wd, float_format=lambda v: f"{v:.3f}")

@@ -30,7 +30,8 @@ from types import TracebackType
 
 import pandas as pd
 
-from galnb.runs import atomic_write, git_commit, package_versions
+from galnb.io import atomic_write
+from galnb.runs import git_commit, package_versions
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

@@ -205,6 +205,8 @@ def fit(
     """
     import torch
 
+    from .training import optimiser_step
+
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -216,9 +218,7 @@ def fit(
         theta, x = problem.simulate(batch_size, rng)
         loss = model.loss(torch.as_tensor(theta, dtype=torch.float32, device=dev),
                           torch.as_tensor(x, dtype=torch.float32, device=dev), generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimiser_step(opt, loss)
         sched.step()
         losses.append(loss.item())
     model.eval()

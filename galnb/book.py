@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import SCALE_CHOICES, project_root, resolve_scale, run_folder
+from .runs import SCALE_CHOICES, manifest_key, project_root, resolve_scale, run_folder
 
 __all__ = ["CHAPTERS", "BENCHMARKS", "Execution", "executions", "sync_notebooks", "build_book"]
 
@@ -37,13 +37,20 @@ class Execution:
     params: tuple[tuple[str, object], ...] = ()
 
 
-def executions() -> list[Execution]:
-    """Chapters in dependency order. Chapter 03 runs twice: the photometry model gets its own page."""
+def executions(data: str = "mock") -> list[Execution]:
+    """Chapters in dependency order.
+
+    Chapter 03 runs once per CFM model, each on its own page: the photometry and image models,
+    and on the simulated survey (``data="mock"``, whose galaxies' true structure is known) the
+    structure reference.
+    """
+    structure = [Execution("03_train", "03_train_structure", (("model", "structure"),))] if data == "mock" else []
     return [
         Execution("01_data", "01_data"),
         Execution("02_cfm_theory", "02_cfm_theory"),
         Execution("03_train", "03_train_phot", (("model", "phot"),)),
         Execution("03_train", "03_train", (("model", "image"),)),
+        *structure,
         Execution("04_vae_nf", "04_vae_nf"),
         Execution("05_evaluation", "05_evaluation"),
         Execution("06_degeneracy", "06_degeneracy"),
@@ -77,6 +84,14 @@ def _collapse_injected_parameters(path: Path) -> None:
         if "injected-parameters" in tags and "hide-cell" not in tags:
             tags.append("hide-cell")
     nbformat.write(nb, path)
+
+
+def _stage_toc(source: Path, target: Path, pages: list[str]) -> None:
+    """Copy the table of contents, leaving out the chapter pages this build does not execute."""
+    lines = source.read_text().splitlines(keepends=True)
+    kept = [line for line in lines
+            if not (m := re.match(r"\s*- file: notebooks/(\S+)", line)) or m[1] in pages]
+    target.write_text("".join(kept))
 
 
 def _run(cmd: list[str], **kwargs) -> None:
@@ -113,15 +128,17 @@ def build_book(
     if render_only and not staged_nb.exists():
         raise FileNotFoundError(f"{staged_nb}: no executed notebooks to render; build without --render-only first")
     # --only keeps the other chapters' executed notebooks, so that --render-only can follow
-    for stale in (out / "book", out / "_build", *([] if render_only or only else [staged_nb])):
+    for stale in (out / "book", out / "galnb", out / "_build", *([] if render_only or only else [staged_nb])):
         shutil.rmtree(stale, ignore_errors=True)
     staged_nb.mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(root / name, out / name)
+    shutil.copy(root / "_config.yml", out / "_config.yml")
+    _stage_toc(root / "_toc.yml", out / "_toc.yml", [ex.page for ex in executions(data)])
     shutil.copytree(root / "book", out / "book")
+    # the package beside the pages, so that chapter 02's literalinclude shows the code that ran
+    shutil.copytree(root / "galnb", out / "galnb", ignore=shutil.ignore_patterns("__pycache__"))
     common = {"scale": scale, "data": data, "seed": seed, "device": device, "run_dir": str((root / run_dir).resolve())}
     timings: dict[str, float] = {}
-    for ex in [] if render_only else executions():
+    for ex in [] if render_only else executions(data):
         if only and ex.notebook not in only:
             continue
         params = {**common, **dict(ex.params)}
@@ -138,8 +155,8 @@ def build_book(
         print("--only given: chapters executed, book not rendered (it needs every chapter)")
         return staged_nb
     folder = run_folder(run_dir, resolved.name, data, seed)
-    _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", staged_nb)
-    _write_results_page(out / "book" / "results.md", staged_nb)
+    _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", staged_nb, data)
+    _write_results_page(out / "book" / "results.md", staged_nb, data)
     _write_benchmarks_page(out / "book" / "benchmarks.md", root / "benchmarks" / "results")
     _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
     html = out / "_build" / "html"
@@ -196,10 +213,10 @@ def _rebase_roles(text: str, page: str) -> str:
     return re.sub(r"\{doc\}`(?!\.\./)([^`/]+)`", r"{doc}`../notebooks/\1`", text)
 
 
-def _write_results_page(page: Path, staged_nb: Path) -> None:
+def _write_results_page(page: Path, staged_nb: Path, data: str = "mock") -> None:
     """Every glued figure and table of every chapter, each linking back to where it was made."""
     lines = [page.read_text().rstrip(), ""]
-    for ex in executions():
+    for ex in executions(data):
         nb = staged_nb / f"{ex.page}.ipynb"
         doc = f"../notebooks/{ex.page}"
         captions = _captions(nb)
@@ -217,21 +234,23 @@ def _write_results_page(page: Path, staged_nb: Path) -> None:
     page.write_text("\n".join(lines))
 
 
-def _write_execution_page(page: Path, manifest: Path, staged_nb: Path) -> None:
+def _write_execution_page(page: Path, manifest: Path, staged_nb: Path, data: str = "mock") -> None:
     import pandas as pd
 
     recorded = json.loads(manifest.read_text()) if manifest.exists() else {}
     rows = []
-    for ex in executions():
-        info = recorded.get(ex.notebook + "".join(f"-{v}" for _, v in ex.params), {})
+    for ex in executions(data):
+        info = recorded.get(manifest_key(ex.notebook, dict(ex.params)), {})
         executed = staged_nb / f"{ex.page}.ipynb"
         # papermill records each execution's duration in the notebook it writes
-        duration = json.loads(executed.read_text())["metadata"].get("papermill", {}).get("duration") if executed.exists() else None
+        duration = (json.loads(executed.read_text())["metadata"].get("papermill", {}).get("duration")
+                    if executed.exists() else None)
         rows.append({"page": ex.page, "scale": info.get("parameters", {}).get("scale", "?"),
                      "hardware": info.get("hardware", "?"), "chapter wall time [s]": info.get("wall_s", float("nan")),
                      "papermill wall time [s]": round(duration, 1) if duration is not None else float("nan"),
                      "finished": info.get("finished", "?"), "git commit": info.get("git_commit", "?")})
-    page.write_text(page.read_text().replace("<!-- galnb:execution-table -->", pd.DataFrame(rows).to_markdown(index=False)))
+    page.write_text(page.read_text().replace("<!-- galnb:execution-table -->",
+                                             pd.DataFrame(rows).to_markdown(index=False)))
 
 
 def _benchmark_command(name: str) -> str:
@@ -310,7 +329,8 @@ def _main(argv: list[str] | None = None) -> int:
     book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     book.add_argument("--run-dir", default="runs")
     book.add_argument("--out", default="_build/book")
-    book.add_argument("--only", nargs="*", help="execute only these notebooks (e.g. 01_data 02_cfm_theory), do not render")
+    book.add_argument("--only", nargs="*",
+                      help="execute only these notebooks (e.g. 01_data 02_cfm_theory), do not render")
     book.add_argument("--render-only", action="store_true", help="render the notebooks already executed into --out")
     sub.add_parser("sync", help="regenerate notebooks/*.ipynb from their .py sources")
     args = parser.parse_args(argv)

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CFM", "VelocityMLP", "FoldedVelocity", "ImageEncoder", "Cond", "METHODS", "odeint"]
+from .fast_velocity import ACTIVATIONS, FoldedVelocity, chunk_rows
+
+__all__ = ["CFM", "VelocityMLP", "ImageEncoder", "Cond", "METHODS", "odeint"]
 
 #: A condition: photometry ``(B, cond_dim)``, or ``(images (B, 3, H, W), phot (B, cond_dim))``
 #: for a model with an image encoder.
@@ -80,27 +82,15 @@ def odeint(
     return y, acc
 
 
-def _dsilu(z: Tensor) -> Tensor:
-    s = torch.sigmoid(z)
-    return s * (1 + z * (1 - s))
-
-
-# activation, its in-place version (for the no-grad inference path) and its derivative
-_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-    "silu": (F.silu, lambda z: F.silu(z, inplace=True), _dsilu),
-    "tanh": (torch.tanh, torch.tanh_, lambda z: 1 - torch.tanh(z) ** 2),
-    "softplus": (F.softplus, lambda z: z.copy_(F.softplus(z)), torch.sigmoid),
-}
-
-
 class VelocityMLP(nn.Module):
     r"""The velocity network :math:`v_\phi(t, \theta, c)`: an MLP on ``[t; theta; c]``.
 
     ``depth`` hidden layers of width ``hidden`` with a smooth activation, then a linear
-    output of size ``theta_dim``. Besides the plain ``forward`` (used for training), it
-    has a fast path for ODE integration: the context's contribution to the first layer,
-    ``W_c c + b``, is constant over time steps, so it is computed once per object
-    (``context_bias``) and the first layer then only multiplies ``[t; theta]``.
+    output of size ``theta_dim``. ``forward`` is the plain network (used for training).
+    For ODE integration the context's contribution to the first layer, ``W_c c + b``, is
+    constant over time steps, so it is computed once per object (``context_bias``), and
+    ``folded(rows)`` gives the same network laid out for thousands of calls
+    (:mod:`galnb.fast_velocity`).
 
     Arguments:
         theta_dim: D, the dimension of theta.
@@ -116,9 +106,9 @@ class VelocityMLP(nn.Module):
             raise ValueError("depth must be >= 1")
         self.theta_dim, self.context_dim = theta_dim, context_dim
         self.activation = activation
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}; choose one of {', '.join(_ACTIVATIONS)}")
-        self._act, self._act_, self._dact = _ACTIVATIONS[activation]
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        self._act = ACTIVATIONS[activation].function
         dims = [1 + theta_dim + context_dim] + [hidden] * depth + [theta_dim]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims[:-1], dims[1:]))
 
@@ -148,136 +138,10 @@ class VelocityMLP(nn.Module):
         first = self.layers[0]
         return F.linear(context, first.weight[:, 1 + self.theta_dim :], first.bias)
 
-    def integrand(self, rows: int) -> "FoldedVelocity":
-        """The velocity for an ODE solve over at most ``rows`` draws at a time (see ``FoldedVelocity``)."""
+    def folded(self, rows: int) -> "FoldedVelocity":
+        """This network laid out for an ODE solve over at most ``rows`` draws at a time
+        (:class:`galnb.fast_velocity.FoldedVelocity`; its weights are a copy)."""
         return FoldedVelocity(self, rows)
-
-    def fast(self, t: float, theta: Tensor, bias: Tensor) -> Tensor:
-        """Velocity for many draws of many objects at one time, in one pass (no autograd).
-
-        For repeated calls (an ODE solve), build ``integrand(rows)`` once and call it instead.
-
-        Arguments:
-            t: the time (a float shared by all rows).
-            theta: (B, n, D).
-            bias: (B, hidden) from ``context_bias``.
-        Returns:
-            (B, n, D).
-        """
-        return self.integrand(theta.shape[0] * theta.shape[1])(t, theta, bias)
-
-    def fast_with_divergence(self, t: float, theta: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        r"""Velocity and its exact divergence :math:`\nabla_\theta \cdot v` (no autograd).
-
-        For repeated calls, build ``integrand(rows)`` once and call its ``with_divergence``.
-        Forward-mode differentiation written out: the D tangent vectors
-        :math:`\partial h / \partial \theta_j` are carried through the layers with the
-        activation's derivative, and the trace of the final Jacobian is read off. Cost:
-        about (1 + D) forward passes, no autograd graph.
-
-        Arguments:
-            t: the time.
-            theta: (B, n, D).
-            bias: (B, hidden) from ``context_bias``.
-        Returns:
-            velocity (B, n, D) and divergence (B, n).
-        """
-        return self.integrand(theta.shape[0] * theta.shape[1]).with_divergence(t, theta, bias)
-
-
-class FoldedVelocity:
-    """``VelocityMLP.fast`` laid out for thousands of calls on chunks of at most ``rows`` draws.
-
-    Two costs of the plain layer-by-layer evaluation are paid once here instead of at every
-    solver stage (together 1.1-1.3x more draws/s, 1.5x faster ``log_prob``, on one CPU core;
-    benchmarks/bench_cfm.py):
-
-    - each layer's bias is folded into its weight as one more input row, which multiplies a
-      column of ones kept in the activation buffers, so a layer is a single matmul instead of
-      a broadcast copy of the bias followed by the matmul;
-    - the activation buffers are allocated once and reused; a fresh megabyte-sized tensor per
-      layer per stage costs page faults.
-
-    The activation is applied in place to the buffers' first ``hidden`` columns. The buffers'
-    row length is padded to a multiple of 16 elements (whole 64-byte cache lines for float32).
-    The weights are copied when this is built: build a new one after the network changes.
-
-    Arguments:
-        net: the velocity network.
-        rows: the most draws (objects x draws per object) of one call.
-    """
-
-    def __init__(self, net: VelocityMLP, rows: int):
-        first, *hidden, last = net.layers
-        h, d = first.out_features, net.theta_dim
-        width = -(-(h + 1) // 16) * 16  # h activations, a column of ones, zero padding
-        w = first.weight.detach()
-        self.h, self.act_, self.dact = h, net._act_, net._dact
-        self.w_t, self.w_theta = w[:, 0], w[:, 1 : 1 + d].T
-        self.buffers = [w.new_zeros(rows, width) for _ in range(2)]
-        for buf in self.buffers:
-            buf[:, h] = 1.0
-        self.hidden_weights = [self._fold(layer, width) for layer in hidden]
-        # (D, width): the thin output layer as W @ x.T takes ~50 us for 1,000 rows, as x @ W.T ~115 us
-        self.output_weight = self._fold(last, width).T.contiguous()
-        self.tangents: list[Tensor] = []  # (rows, D, hidden) x 2, allocated by the first with_divergence
-
-    @staticmethod
-    def _fold(layer: nn.Linear, width: int) -> Tensor:
-        w = layer.weight.detach()
-        folded = w.new_zeros(width, w.shape[0])  # (in, out): rows of activations, then the bias
-        folded[: w.shape[1]] = w.T
-        folded[w.shape[1]] = layer.bias.detach()
-        return folded
-
-    def _first_layer(self, t: float, theta: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """The first layer's pre-activation, written into buffer 0; returns (buffer rows, pre-activation)."""
-        b, n, _ = theta.shape
-        if b * n > self.buffers[0].shape[0]:
-            raise ValueError(f"{b * n} draws in one call; this integrand was built for at most {self.buffers[0].shape[0]}")
-        x = self.buffers[0][: b * n]
-        # [t; theta] times the first layer's weight, plus the object's precomputed context bias
-        torch.baddbmm(bias.add(self.w_t, alpha=t).unsqueeze(1), theta, self.w_theta.expand(b, -1, -1), out=x[:, : self.h].view(b, n, -1))
-        return x, x[:, : self.h]
-
-    def _output(self, x: Tensor, shape: torch.Size) -> Tensor:
-        return torch.mm(self.output_weight, x.T).T.reshape(shape)
-
-    @torch.no_grad()
-    def __call__(self, t: float, theta: Tensor, bias: Tensor) -> Tensor:
-        """Arguments: t, theta (B, n, D), bias (B, hidden) as for ``VelocityMLP.fast``. Returns: (B, n, D)."""
-        x, z = self._first_layer(t, theta, bias)
-        self.act_(z)
-        for i, w in enumerate(self.hidden_weights):
-            out = self.buffers[1 - i % 2][: x.shape[0]]
-            self.act_(torch.mm(x, w, out=out[:, : self.h]))
-            x = out
-        return self._output(x, theta.shape)
-
-    @torch.no_grad()
-    def with_divergence(self, t: float, theta: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """Velocity and its exact divergence, as ``VelocityMLP.fast_with_divergence``.
-
-        The D tangent vectors dh/dtheta_j of all rows live in two more reused buffers.
-
-        Returns: velocity (B, n, D) and divergence (B, n).
-        """
-        x, z = self._first_layer(t, theta, bias)
-        rows, d, h = x.shape[0], theta.shape[-1], self.h
-        if not self.tangents:
-            self.tangents = [x.new_empty(self.buffers[0].shape[0], d, h) for _ in range(2)]
-        tan, spare = (buf[:rows] for buf in self.tangents)
-        torch.mul(self.dact(z).unsqueeze(1), self.w_theta.unsqueeze(0), out=tan)
-        self.act_(z)
-        for i, w in enumerate(self.hidden_weights):
-            out = self.buffers[1 - i % 2][:rows]
-            z = torch.mm(x, w, out=out[:, :h])
-            torch.mm(tan.view(-1, h), w[:h], out=spare.view(-1, h))  # the bias row does not enter the tangents
-            spare.mul_(self.dact(z).unsqueeze(1))
-            self.act_(z)
-            x, tan, spare = out, spare, tan
-        div = torch.einsum("njh,jh->n", tan, self.output_weight[:, :h])
-        return self._output(x, theta.shape), div.view(theta.shape[:-1])
 
 
 class ImageEncoder(nn.Module):
@@ -311,7 +175,9 @@ class ImageEncoder(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """Arguments: images (B, C, H, W) float. Returns: f_img (B, out_dim)."""
         if min(images.shape[-2:]) < 2 ** len(self.channels):
-            raise ValueError(f"images of {tuple(images.shape[-2:])} px are too small; need >= {2 ** len(self.channels)} px")
+            raise ValueError(
+                f"images of {tuple(images.shape[-2:])} px are too small; need >= {2 ** len(self.channels)} px"
+            )
         return self.blocks(images).mean(dim=(-2, -1))
 
     def config(self) -> dict:
@@ -472,11 +338,8 @@ class CFM(nn.Module):
 
         The velocity (``FoldedVelocity``) is built once, for the first chunk, which is the largest.
         """
-        if max_rows is None:  # cache-sized chunks on CPU (see benchmarks/bench_cfm.py), large ones on a GPU
-            if self._param.is_cuda:
-                max_rows = (1 << 18) // (1 + tangents)
-            else:
-                max_rows = (1 << 12) // (1 + tangents) if tangents else 1 << 11
+        if max_rows is None:
+            max_rows = chunk_rows(self._param.is_cuda, tangents)
         b = self._cond_len(cond)
         step = max(1, max_rows // max(1, rows_per_object))
         velocity = None
@@ -484,7 +347,7 @@ class CFM(nn.Module):
             sl = slice(i, min(b, i + step))
             bias = self._biases(self._cond_slice(cond, sl), encode_batch)
             if velocity is None:
-                velocity = self.net.integrand(bias.shape[0] * rows_per_object)
+                velocity = self.net.folded(bias.shape[0] * rows_per_object)
             yield sl, bias, velocity
 
     @torch.no_grad()
@@ -542,7 +405,7 @@ class CFM(nn.Module):
         p = self._param
         bias = self._biases(cond, 256)
         y = torch.randn(bias.shape[0], n, self.theta_dim, device=p.device, dtype=p.dtype, generator=generator)
-        path, velocity = [y], self.net.integrand(y.shape[0] * n)
+        path, velocity = [y], self.net.folded(y.shape[0] * n)
         for i in range(steps):
             y, _ = odeint(lambda t, z: (velocity(t, z, bias), None), y, i / steps, (i + 1) / steps, 1, method)
             path.append(y)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .io import atomic_write, file_hash, temporary_memmap
 from .properties import ALIASES, MAG_COLUMNS, TARGETS
-from .runs import atomic_write, file_hash
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -28,6 +28,9 @@ __all__ = [
     "ensure_store",
     "split_indices",
     "images_to_tensor",
+    "import_folder",
+    "stack_cutouts",
+    "read_cutout",
 ]
 
 #: Bumped whenever the layout changes; older stores are refused with a clear error.
@@ -108,7 +111,9 @@ class Store:
         """Raise a StoreError naming the columns ``purpose`` needs that this data set lacks."""
         missing = [c for c in columns if c not in self.catalog.columns]
         if missing:
-            raise StoreError(f"{self.root / 'catalog.parquet'}: {purpose} needs column(s) {missing}, which this data set lacks")
+            raise StoreError(
+                f"{self.root / 'catalog.parquet'}: {purpose} needs column(s) {missing}, which this data set lacks"
+            )
 
     @property
     def image_size(self) -> int:
@@ -138,10 +143,14 @@ def _check_catalog(catalog: pd.DataFrame, source: Path | str, required: tuple[st
     if required == USER_REQUIRED and not any(c in catalog.columns for c in TARGETS):
         raise StoreError(f"{source}: no target property column; expected at least one of {list(TARGETS)}")
     numeric = catalog.select_dtypes(include=[np.number])
-    bad = numeric.columns[(~np.isfinite(numeric.to_numpy(dtype=float))).any(axis=0) | (numeric.to_numpy(dtype=float) <= -9999).any(axis=0)]
+    values = numeric.to_numpy(dtype=float)
+    invalid = ~np.isfinite(values) | (values <= -9999)  # -9999: SDSS's "not measured"
+    bad = numeric.columns[invalid.any(axis=0)]
     if len(bad):
-        rows = int((~np.isfinite(numeric[bad].to_numpy(dtype=float)) | (numeric[bad].to_numpy(dtype=float) <= -9999)).any(axis=1).sum())
-        raise StoreError(f"{source}: {rows} row(s) with NaN/inf or -9999 in column(s) {list(bad)}; remove or fill them first")
+        rows = int(invalid.any(axis=1).sum())
+        raise StoreError(
+            f"{source}: {rows} row(s) with NaN/inf or -9999 in column(s) {list(bad)}; remove or fill them first"
+        )
 
 
 def _check_images(images: np.ndarray, n: int, source: Path | str) -> None:
@@ -151,7 +160,8 @@ def _check_images(images: np.ndarray, n: int, source: Path | str) -> None:
         raise StoreError(f"{source}: {images.shape[0]} images for {n} catalog rows")
 
 
-def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, seed: int, source: str, params: dict) -> Store:
+def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, seed: int, source: str,
+                params: dict) -> Store:
     """Write a data set in the common format and return it opened.
 
     Every file is written to a temporary name and renamed, and ``meta.json`` (which
@@ -236,7 +246,8 @@ def load_store(root: str | Path, verify: bool = False) -> Store:
         images = np.load(root / "images.npy", mmap_mode="r")
     except (ValueError, OSError) as err:
         raise StoreError(f"{root / 'images.npy'}: cannot be read, truncated or corrupt ({err})") from err
-    _check_catalog(catalog, root / "catalog.parquet", USER_REQUIRED if meta.get("source") == "user" else REQUIRED_COLUMNS)
+    required = USER_REQUIRED if meta.get("source") == "user" else REQUIRED_COLUMNS
+    _check_catalog(catalog, root / "catalog.parquet", required)
     _check_images(images, len(catalog), root / "images.npy")
     with np.load(root / "splits.npz") as z:
         splits = {k: z[k] for k in ("train", "val", "test")}
@@ -278,7 +289,8 @@ def ensure_store(run: "Run", progress: bool = True) -> Store:
         work.mkdir(parents=True, exist_ok=True)
         with atomic_write(marker, "w") as fh:
             json.dump(params, fh)
-        catalog, images, funnel = simulate_survey(params["n"], params["image_size"], run.seed, progress=progress, work_dir=work)
+        catalog, images, funnel = simulate_survey(params["n"], params["image_size"], run.seed, progress=progress,
+                                                  work_dir=work)
         store = write_store(root, catalog, images, seed=run.seed, source="mock", params=params)
         with atomic_write(root / "funnel.csv", "w") as fh:
             funnel.to_csv(fh, index=False)
@@ -307,7 +319,8 @@ def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> St
         load_store(folder)  # validate before copying
         shutil.copytree(folder, root, dirs_exist_ok=True)
         return load_store(root)
-    csvs = [folder / "catalog.csv"] if (folder / "catalog.csv").exists() else sorted((folder / "catalogs").glob("*.csv"))
+    single = folder / "catalog.csv"
+    csvs = [single] if single.exists() else sorted((folder / "catalogs").glob("*.csv"))
     if not csvs:
         raise StoreError(f"{folder}: neither a galnb store (meta.json) nor a folder with catalog.csv or catalogs/*.csv")
     catalog = pd.concat([pd.read_csv(c) for c in csvs], ignore_index=True).rename(columns=ALIASES)
@@ -317,13 +330,9 @@ def import_folder(folder: Path, root: Path, *, seed: int, image_size: int) -> St
     if missing:
         raise StoreError(f"{folder}: no cutout for {len(missing)} catalog row(s), e.g. objid {missing[:3]}")
     images = stack_cutouts([cutouts[str(o)] for o in catalog["objid"]], image_size, root)
-    try:
-        return write_store(root, catalog, images, seed=seed, source="user", params={"folder": str(folder), "image_size": image_size})
-    finally:
-        if isinstance(images, np.memmap):  # the temporary cube stack_cutouts made on disk
-            filename = images.filename
-            del images
-            Path(filename).unlink(missing_ok=True)
+    with temporary_memmap(images):  # stack_cutouts' cube on disk, if it made one
+        return write_store(root, catalog, images, seed=seed, source="user",
+                           params={"folder": str(folder), "image_size": image_size})
 
 
 def stack_cutouts(paths: list[Path], image_size: int, root: Path) -> np.ndarray:
@@ -357,8 +366,20 @@ def read_cutout(path: Path, image_size: int) -> np.ndarray:
     return arr[top : top + image_size, left : left + image_size]
 
 
-def images_to_tensor(images: np.ndarray):
-    """uint8 (B, H, W, 3) → float32 torch tensor (B, 3, H, W) in [0, 1]."""
+def images_to_tensor(images: np.ndarray, size: int | None = None):
+    """uint8 (B, H, W, 3) → float32 torch tensor (B, 3, H, W) in [0, 1].
+
+    Arguments:
+        images: uint8 (B, H, W, 3) cutouts (a memmap slice is fine).
+        size: resample to (size, size) pixels: area averaging when shrinking, bilinear
+            interpolation when enlarging (default: as given).
+    Returns:
+        float32 (B, 3, H, W), or (B, 3, size, size).
+    """
     import torch
 
-    return torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(255.0)
+    if size is not None and x.shape[-1] != size:
+        mode = "area" if x.shape[-1] > size else "bilinear"
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode=mode)
+    return x

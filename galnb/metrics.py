@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .io import atomic_write
 from .properties import QUANTITIES, TARGETS
-from .runs import atomic_write
 
 __all__ = [
     "Posterior",
@@ -20,17 +20,13 @@ __all__ = [
     "kl_to_prior",
     "log_ratio_to_prior",
     "wasserstein_table",
+    "r2_score",
     "r2_table",
     "sbc_ranks",
     "tarp_coverage",
-    "PAPER_CFM",
     "win_rate",
-    "select_box",
-    "wasserstein_with_paper",
     "head_to_head",
-    "dust_age_examples",
     "degeneracy_table",
-    "verdict",
 ]
 
 
@@ -64,7 +60,8 @@ class Posterior:
 
     def save(self, path: str | Path) -> None:
         with atomic_write(path) as fh:
-            np.savez(fh, test_index=self.test_index, theta_true=self.theta_true, samples=self.samples.astype(np.float32),
+            np.savez(fh, test_index=self.test_index, theta_true=self.theta_true,
+                     samples=self.samples.astype(np.float32),
                      log_prob_true=self.log_prob_true, log_prob_samples=self.log_prob_samples,
                      columns=np.array(self.columns), meta=np.array(repr(self.meta or {})))
 
@@ -150,13 +147,21 @@ def wasserstein_table(posteriors: dict[str, Posterior], columns: tuple[str, ...]
     Returns a table with a row per property and a column per model, in the property's units.
     """
     rows = []
-    for j, col in enumerate(columns):
+    for col in columns:
         row = {"property": QUANTITIES[col].short, "unit": QUANTITIES[col].unit}
         for name, post in posteriors.items():
             k = post.columns.index(col)
             row[name] = stats.wasserstein_distance(post.theta_true[:, k], post.mean[:, k])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def r2_score(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column: ``1 − SS_res / SS_tot``; ``(N, D)`` → ``(D,)``."""
+    true, pred = np.atleast_2d(np.asarray(true, float).T).T, np.atleast_2d(np.asarray(pred, float).T).T
+    ss_res = ((true - pred) ** 2).sum(0)
+    ss_tot = ((true - true.mean(0)) ** 2).sum(0)
+    return 1.0 - ss_res / ss_tot
 
 
 def r2_table(posteriors: dict[str, Posterior], columns: tuple[str, ...] = TARGETS) -> pd.DataFrame:
@@ -167,8 +172,7 @@ def r2_table(posteriors: dict[str, Posterior], columns: tuple[str, ...] = TARGET
         for name, post in posteriors.items():
             if col in post.columns:
                 k = post.columns.index(col)
-                truth = post.theta_true[:, k]
-                row[name] = 1.0 - ((truth - post.mean[:, k]) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
+                row[name] = float(r2_score(post.theta_true[:, k], post.mean[:, k])[0])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -182,72 +186,46 @@ def sbc_ranks(post: Posterior) -> np.ndarray:
 
 
 def tarp_coverage(post: Posterior, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """TARP expected coverage (Lemos et al. 2023) with sbi's implementation.
+    """TARP expected coverage (Lemos et al. 2023, arXiv:2302.03026) of a posterior's draws.
 
+    The coverage computation is sbi's (``sbi.diagnostics.tarp``, v0.24-0.27, Apache-2.0),
+    written out here because sbi's public ``run_tarp`` wants a posterior to sample from and
+    the book has the draws already: reference points uniform in the truths' bounding box,
+    every quantity z-scored to that box, L2 distances, a histogram of the coverage values
+    with M // 10 bins, and its cumulative sum. The area is sbi's public ``check_tarp``.
+
+    Arguments:
+        post: M objects with n draws each.
+        seed: seed of the reference points.
     Returns:
         (alpha, ecp, atc): credibility levels, expected coverage at each, and the
-        signed area between the curve and the diagonal for alpha > 0.5 (sbi's
-        ``check_tarp``; > 0: too wide, < 0: too narrow or biased).
+        signed area between the curve and the diagonal for alpha > 0.5 (> 0: too wide,
+        < 0: too narrow or biased).
     """
     import torch
-    from sbi.diagnostics.tarp import _run_tarp, check_tarp  # _run_tarp takes draws directly
+    from sbi.diagnostics import check_tarp
 
     torch.manual_seed(seed)
     samples = torch.as_tensor(post.samples, dtype=torch.float32).transpose(0, 1)  # (n, M, D)
     thetas = torch.as_tensor(post.theta_true, dtype=torch.float32)
     lo, hi = thetas.min(0).values, thetas.max(0).values
     references = lo + (hi - lo) * torch.rand_like(thetas)
-    ecp, alpha = _run_tarp(samples, thetas, references, z_score_theta=True)
+    lo, hi = lo[None], hi[None]
+    samples, thetas, references = ((x - lo) / (hi - lo + 1e-10) for x in (samples, thetas, references))
+
+    def l2(x: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
+        return torch.sqrt(torch.sum((x - y) ** 2, dim=-1))
+
+    coverage = torch.sum(l2(references, samples) < l2(references, thetas), dim=0) / samples.shape[0]
+    hist, alpha = torch.histogram(coverage, density=True, bins=thetas.shape[0] // 10)
+    ecp = torch.cat([torch.zeros(1), torch.cumsum(hist, dim=0) / hist.sum()])
     atc, _ = check_tarp(ecp, alpha)
     return alpha.numpy(), ecp.numpy(), float(atc)
-
-
-#: The CFM paper's published values on real SDSS (its Figure 1 and Table 1), for comparison only.
-PAPER_CFM = {
-    "delta_log_p_mu": {"image": 2.17, "phot": 1.26},
-    "kl_mu": {"image": 3.41, "phot": 2.55},
-    "win_rate_delta_log_p": 0.815,
-    "win_rate_kl": 0.965,
-    "wd": {"log_mstar": (0.0264, 0.0547), "log_sfr": (0.0639, 0.1119), "oh12": (0.0156, 0.0302),
-           "dn4000": (0.0103, 0.0131), "av": (0.1937, 0.2565)},  # (image, phot)
-}
 
 
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:
     """Share of objects where ``a`` is higher than ``b``."""
     return float(np.mean(np.asarray(a) > np.asarray(b)))
-
-
-def select_box(points: np.ndarray, quantile: tuple[float, float], half_width: float = 0.12, n: int = 3,
-               seed: int = 0) -> tuple[tuple[float, float, float, float], np.ndarray]:
-    """A box around the given quantiles of 2-D points, and up to ``n`` points inside it.
-
-    Arguments:
-        points: (M, 2) e.g. the image model's posterior means in one plane.
-        quantile: (qx, qy) where to centre the box.
-        half_width: half the box side, as a fraction of each axis' 5–95 % range.
-    Returns:
-        (x0, x1, y0, y1) and the indices of the chosen members.
-    """
-    centre = np.array([np.quantile(points[:, 0], quantile[0]), np.quantile(points[:, 1], quantile[1])])
-    span = np.quantile(points, 0.95, axis=0) - np.quantile(points, 0.05, axis=0)
-    while True:  # widen the box until it holds n points (a sparse corner of the plane)
-        lo, hi = centre - half_width * span, centre + half_width * span
-        inside = np.flatnonzero(np.all((points >= lo) & (points <= hi), axis=1))
-        if len(inside) >= min(n, len(points)):
-            break
-        half_width *= 1.25
-    chosen = np.random.default_rng(seed).permutation(inside)[:n]
-    return (lo[0], hi[0], lo[1], hi[1]), chosen
-
-
-def wasserstein_with_paper(table: pd.DataFrame) -> pd.DataFrame:
-    """Our image/phot WD table with the difference column and the paper's values beside it."""
-    out = table.copy()
-    out["difference (phot − image)"] = out["phot"] - out["image"]
-    out["paper image"] = [PAPER_CFM["wd"][c][0] for c in TARGETS]
-    out["paper phot"] = [PAPER_CFM["wd"][c][1] for c in TARGETS]
-    return out
 
 
 def head_to_head(posteriors: dict[str, Posterior], dlogp: dict[str, np.ndarray], dkl: dict[str, np.ndarray],
@@ -265,24 +243,6 @@ def head_to_head(posteriors: dict[str, Posterior], dlogp: dict[str, np.ndarray],
             "s per 1,000 draws": seconds_per_1000.get(name, float("nan")),
         }
     return pd.DataFrame(rows).T
-
-
-def dust_age_examples(theta_true: np.ndarray, q: float = 0.2) -> dict[str, int]:
-    """Indices of an old dust-poor and a young dust-rich galaxy, by a stated rule.
-
-    Old dust-poor: Dn4000 above its (1−q) quantile and A_V below its q quantile; young
-    dust-rich: Dn4000 below its q quantile and A_V above its (1−q) quantile. Within each
-    corner, the galaxy closest (in units of each property's spread) to the corner's
-    quantile point is chosen.
-    """
-    dn, av = theta_true[:, TARGETS.index("dn4000")], theta_true[:, TARGETS.index("av")]
-    scale = np.array([dn.std(), av.std()])
-    picks = {}
-    for name, (qd, qa) in {"old, dust-poor": (1 - q / 2, q / 2), "young, dust-rich": (q / 2, 1 - q / 2)}.items():
-        target = np.array([np.quantile(dn, qd), np.quantile(av, qa)])
-        dist = np.hypot(*((np.stack([dn, av], 1) - target) / scale).T)
-        picks[name] = int(np.argmin(dist))
-    return picks
 
 
 def degeneracy_table(posteriors: dict[str, Posterior], extra: pd.DataFrame | None = None,
@@ -306,28 +266,9 @@ def degeneracy_table(posteriors: dict[str, Posterior], extra: pd.DataFrame | Non
         area = np.pi * chi2_68 * np.sqrt(np.clip(np.linalg.det(cov), 0, None))
         spread = post.theta_true[:, [i, j]].std(axis=0)
         dist = np.hypot(*((s.mean(axis=1) - post.theta_true[:, [i, j]]) / spread).T)
-        frame = pd.DataFrame({"model": name, "object": np.arange(len(corr)), "corr": corr, "area68": area, "distance": dist})
+        frame = pd.DataFrame({"model": name, "object": np.arange(len(corr)), "corr": corr, "area68": area,
+                              "distance": dist})
         if extra is not None:
             frame = pd.concat([frame, extra.reset_index(drop=True)], axis=1)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
-
-
-def verdict(comparisons: dict[str, tuple[float, float]], better: str = "higher") -> str:
-    """A sentence saying, per measure, whether the image model beats the photometry model.
-
-    Arguments:
-        comparisons: measure name → (image value, photometry value), oriented so that the
-            larger number is the better one (pass negated values for "smaller is better";
-            ``better`` only words the sentence).
-    """
-    parts = []
-    for name, (image, phot) in comparisons.items():
-        shown = (abs(image), abs(phot)) if better == "smaller" else (image, phot)
-        name = name.replace("*", r"\*")  # the sentence is Markdown: "log M*" must not open emphasis
-        parts.append(f"{name} {'favours' if image > phot else 'does not favour'} the image model "
-                     f"({shown[0]:.3f} vs {shown[1]:.3f}, {better} is better)")
-    wins = sum(image > phot for image, phot in comparisons.values())
-    head = "The image model wins on every measure" if wins == len(comparisons) else (
-        "The image model does not win on every measure")
-    return f"{head}: " + "; ".join(parts) + "."

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from .properties import QUANTITIES, TARGETS, label
 
 # Colours used across chapters so one model keeps one colour everywhere.
-MODEL_COLORS = {"phot": "#2ca02c", "image": "#1f77b4", "vaenf-image": "#9467bd", "vaenf-phot": "#ff7f0e", "truth": "#d62728"}
+MODEL_COLORS = {"phot": "#2ca02c", "image": "#1f77b4", "vaenf-image": "#9467bd", "vaenf-phot": "#ff7f0e",
+                "truth": "#d62728"}
 
 __all__ = [
     "MODEL_COLORS",
@@ -43,7 +44,8 @@ def property_corner(catalog, columns=(*TARGETS, "mag_r")) -> Figure:
     return fig
 
 
-def cutout_grid(catalog, images, x: str = "log_mstar", y: str = "log_sfr", nx: int = 6, ny: int = 4, seed: int = 0) -> Figure:
+def cutout_grid(catalog, images, x: str = "log_mstar", y: str = "log_sfr", nx: int = 6, ny: int = 4,
+                seed: int = 0) -> Figure:
     """One cutout per cell of a grid across the x–y plane (the galaxy nearest each cell centre)."""
     rng = np.random.default_rng(seed)
     xs, ys = catalog[x].to_numpy(), catalog[y].to_numpy()
@@ -54,11 +56,13 @@ def cutout_grid(catalog, images, x: str = "log_mstar", y: str = "log_sfr", nx: i
         for j in range(nx):
             ax = axes[ny - 1 - i, j]
             ax.set_xticks([]), ax.set_yticks([])
-            inside = np.flatnonzero((xs >= x_edges[j]) & (xs < x_edges[j + 1]) & (ys >= y_edges[i]) & (ys < y_edges[i + 1]))
+            inside = np.flatnonzero((xs >= x_edges[j]) & (xs < x_edges[j + 1])
+                                    & (ys >= y_edges[i]) & (ys < y_edges[i + 1]))
             if len(inside):
                 k = rng.choice(inside)
                 ax.imshow(images[k])
-                ax.text(0.03, 0.97, f"{xs[k]:.1f}, {ys[k]:.1f}", color="w", fontsize=7, va="top", transform=ax.transAxes)
+                ax.text(0.03, 0.97, f"{xs[k]:.1f}, {ys[k]:.1f}", color="w", fontsize=7, va="top",
+                        transform=ax.transAxes)
             else:
                 ax.set_facecolor("0.9")
             if i == 0:
@@ -71,16 +75,17 @@ def cutout_grid(catalog, images, x: str = "log_mstar", y: str = "log_sfr", nx: i
     return fig
 
 
-_PHOT_PANELS = (("r", label("mag_r")), ("z", label("z")), ("u-g", "$u-g$"), ("g-r", "$g-r$"), ("r-i", "$r-i$"), ("i-z", "$i-z$"))
+_PHOT_PANELS = (("r", label("mag_r")), ("z", label("z")), ("u-g", "$u-g$"), ("g-r", "$g-r$"), ("r-i", "$r-i$"),
+                ("i-z", "$i-z$"))
 
 
 def photometry_vs_real(sim, real, wd: pd.DataFrame) -> Figure:
     """Distributions of r, z and colours: simulated survey (as drawn and weighted to the real
     (z, r) distribution) against real SDSS, titled with both 1-D Wasserstein distances.
 
-    ``sim`` and ``real`` are blue-cloud catalogs; ``wd`` is :func:`galnb.simulation.compare_photometry`.
+    ``sim`` and ``real`` are blue-cloud catalogs; ``wd`` is :func:`galnb.validation.compare_photometry`.
     """
-    from .simulation import matched_weights, photometry_value
+    from .validation import matched_weights, photometry_value
 
     w = matched_weights(sim, real)
     wd = wd.set_index("quantity")
@@ -90,11 +95,13 @@ def photometry_vs_real(sim, real, wd: pd.DataFrame) -> Figure:
         lo, hi = np.quantile(np.concatenate([a, b]), [0.005, 0.995])
         bins = np.linspace(lo, hi, 40)
         ax.hist(b, bins, density=True, histtype="stepfilled", alpha=0.35, color="0.4", label=f"real SDSS (N={len(b)})")
-        ax.hist(a, bins, density=True, histtype="step", lw=2, color=MODEL_COLORS["image"], label=f"simulated (N={len(a)})")
+        ax.hist(a, bins, density=True, histtype="step", lw=2, color=MODEL_COLORS["image"],
+                label=f"simulated (N={len(a)})")
         ax.hist(a, bins, weights=w, density=True, histtype="step", lw=1.5, ls="--", color=MODEL_COLORS["phot"],
                 label="simulated, matched (z, r)")
         ax.set_xlabel(text)
-        ax.set_title(f"WD = {wd.loc[key, 'wasserstein']:.3f}, matched {wd.loc[key, 'wasserstein_matched']:.3f}", fontsize=9)
+        ax.set_title(f"WD = {wd.loc[key, 'wasserstein']:.3f}, matched {wd.loc[key, 'wasserstein_matched']:.3f}",
+                     fontsize=9)
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -121,7 +128,8 @@ def learning_curves(history, best_epoch: int, title: str = "") -> Figure:
 
 
 # ---------------------------------------------------------------- chapter 05: evaluation
-def accuracy_informativeness(dlogp: dict[str, np.ndarray], dkl: dict[str, np.ndarray], names: tuple[str, str] = ("image", "phot")) -> Figure:
+def accuracy_informativeness(dlogp: dict[str, np.ndarray], dkl: dict[str, np.ndarray],
+                             names: tuple[str, str] = ("image", "phot")) -> Figure:
     """CFM paper Figure 1 analogue: Δlog p and D_KL histograms (μ, σ in legend) and per-object scatter."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, values, xlabel in ((axes[0], dlogp, r"$\Delta\log p(\theta_*;\mathcal{D})$ [nats]"),
@@ -130,7 +138,8 @@ def accuracy_informativeness(dlogp: dict[str, np.ndarray], dkl: dict[str, np.nda
         bins = np.linspace(*np.quantile(allv, [0.01, 0.99]), 35)
         for n in names:
             v = values[n]
-            ax.hist(v, bins, alpha=0.5, color=MODEL_COLORS[n], label=f"{n}: $\\mu$={v.mean():.2f}, $\\sigma$={v.std():.2f}")
+            ax.hist(v, bins, alpha=0.5, color=MODEL_COLORS[n],
+                    label=f"{n}: $\\mu$={v.mean():.2f}, $\\sigma$={v.std():.2f}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("galaxies")
         ax.legend(fontsize=9)
@@ -410,7 +419,8 @@ def vaenf_umap(embeddings: dict, colours: dict) -> Figure:
         embeddings: title → ``(N, 2)``, e.g. image latents and latents + photometry.
         colours: name → ``(N,)`` property values.
     """
-    fig, axes = plt.subplots(len(colours), len(embeddings), figsize=(4.2 * len(embeddings), 3.6 * len(colours)), squeeze=False)
+    fig, axes = plt.subplots(len(colours), len(embeddings), figsize=(4.2 * len(embeddings), 3.6 * len(colours)),
+                             squeeze=False)
     for i, (n, c) in enumerate(colours.items()):
         vmin, vmax = np.percentile(c, [2, 98])
         for j, (title, e) in enumerate(embeddings.items()):
@@ -586,8 +596,8 @@ def cfm_log_prob_vs_exact(pairs: dict) -> Figure:
         lo, hi = lo - 0.04 * (hi - lo), hi + 0.04 * (hi - lo)
         ax.plot([lo, hi], [lo, hi], color="k", lw=1)
         mae = np.mean(np.abs(learned - exact))
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=r"exact $\log p(\theta \mid x)$", ylabel=r"CFM $\log q(\theta \mid x)$",
-               title=f"{name}: mean |error| = {mae:.3f} nats")
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=r"exact $\log p(\theta \mid x)$",
+               ylabel=r"CFM $\log q(\theta \mid x)$", title=f"{name}: mean |error| = {mae:.3f} nats")
     return fig
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +13,9 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
+
+from .io import atomic_write, file_hash
 
 __all__ = [
     "Scale",
@@ -25,15 +26,20 @@ __all__ = [
     "resolve_scale",
     "resolve_device",
     "project_root",
-    "atomic_write",
-    "file_hash",
     "MissingArtifact",
     "run_folder",
+    "manifest_key",
+    "git_commit",
+    "package_versions",
+    "glue_all",
 ]
 
 SCALE_ENV = "GALNB_SCALE"
 RUN_DIR_ENV = "GALNB_RUN_DIR"
-MODELS: tuple[str, ...] = ("phot", "image")
+#: The CFM models chapter 03 trains: the CFM paper's photometry and image models, and
+#: "structure", photometry plus the true structural parameters the simulated images were
+#: rendered from (a reference only a simulation allows: what could a perfect image encoder add?).
+MODELS: tuple[str, ...] = ("phot", "image", "structure")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
@@ -48,18 +54,20 @@ class Scale:
     name: str
     n_galaxies: int  # after the survey's selection cuts
     image_size: int  # cutout side in pixels at 0.396"/px
-    max_epochs: int
+    max_epochs: int  # CFM training
     patience: int  # early-stopping patience in epochs
     lr: float  # AdamW learning rate of the CFM models
-    batch_size: int
+    batch_size: int  # CFM models and the VAE
     ode_steps: int  # RK4 steps when sampling / computing log p
     n_draws: int  # posterior draws per test object
     n_kl_draws: int  # of those, draws whose exact log-density feeds the D_KL Monte Carlo
-    n_eval: int  # test objects scored in chapter 05
+    n_eval: int  # test objects scored in chapters 04-06
     toy_train_steps: int  # optimiser steps on chapter 02's analytic problem
     toy_n_samples: int  # posterior draws shown in chapter 02
     vae_epochs: int
+    vae_lr: float  # Adam learning rate of the VAE (the VAE-NF paper: 1e-4)
     flow_epochs: int
+    flow_batch_size: int  # galaxies per step of the VAE-NF flow stage (the paper gives none)
     n_ensemble: int  # VAE-NF seeds for the epistemic uncertainty
     lr_schedule: str = "constant"  # CFM learning rate over the epochs: "constant" or "cosine"
 
@@ -67,9 +75,15 @@ class Scale:
 SCALES: dict[str, Scale] = {
     s.name: s
     for s in (
-        Scale("ci", 2_000, 32, 8, 3, 1e-3, 64, 20, 200, 200, 100, 1_500, 2_000, 4, 20, 2, lr_schedule="cosine"),
-        Scale("small", 12_000, 48, 40, 10, 1e-3, 64, 20, 500, 100, 500, 8_000, 5_000, 10, 40, 2, lr_schedule="cosine"),
-        Scale("paper", 106_800, 128, 300, 10, 5e-5, 64, 100, 1_000, 1_000, 1_000, 30_000, 10_000, 50, 200, 5),
+        Scale(name="ci", n_galaxies=2_000, image_size=32, max_epochs=8, patience=3, lr=1e-3, batch_size=64,
+              ode_steps=20, n_draws=200, n_kl_draws=200, n_eval=100, toy_train_steps=1_500, toy_n_samples=2_000,
+              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, lr_schedule="cosine"),
+        Scale(name="small", n_galaxies=12_000, image_size=48, max_epochs=40, patience=10, lr=1e-3, batch_size=64,
+              ode_steps=20, n_draws=500, n_kl_draws=100, n_eval=500, toy_train_steps=8_000, toy_n_samples=5_000,
+              vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, lr_schedule="cosine"),
+        Scale(name="paper", n_galaxies=106_800, image_size=128, max_epochs=300, patience=10, lr=5e-5, batch_size=64,
+              ode_steps=100, n_draws=1_000, n_kl_draws=1_000, n_eval=1_000, toy_train_steps=30_000,
+              toy_n_samples=10_000, vae_epochs=50, vae_lr=1e-4, flow_epochs=200, flow_batch_size=256, n_ensemble=5),
     )
 }
 SCALE_CHOICES: tuple[str, ...] = (*SCALES, "auto")
@@ -143,6 +157,11 @@ def _data_key(data: str) -> str:
     return "user-" + hashlib.sha1(data.encode()).hexdigest()[:8]
 
 
+def manifest_key(chapter: str, params: dict) -> str:
+    """A chapter execution's entry in ``manifest.json``: the chapter, then its model if any (``03_train-image``)."""
+    return chapter + (f"-{params['model']}" if "model" in params else "")
+
+
 def run_folder(run_dir: str | Path, scale: str, data: str, seed: int) -> Path:
     """``<run_dir>/<scale>-<data>-seed<seed>``; ``$GALNB_RUN_DIR`` overrides ``run_dir``, and a
     relative ``run_dir`` is taken from the repository root."""
@@ -189,36 +208,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 (first 16 hex digits) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside ``path`` and rename it over ``path`` on success.
-
-    A crash mid-write leaves the old file (or none), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @dataclass
 class Run:
     """One chapter's run: validated parameters and the run directory's layout.
@@ -257,6 +246,26 @@ class Run:
     @property
     def metrics_dir(self) -> Path:
         return self.dir / "metrics"
+
+    def store(self):
+        """The run's data store (chapter 01 makes it), as a :class:`galnb.data.Store`."""
+        from .data import load_store
+
+        return load_store(self.require(self.data_dir / "meta.json", "01_data").parent)
+
+    def trained(self, kind: str, store=None):
+        """The ``kind`` CFM model trained by chapter 03, as a :class:`galnb.training.TrainedCFM` on ``self.device``.
+
+        Arguments:
+            kind: one of ``MODELS``.
+            store: the run's store, if already open (the checkpoint must belong to it).
+        """
+        from .training import load_trained
+
+        if kind not in MODELS:
+            raise _choice_error("model", kind, MODELS)
+        checkpoint = self.require(self.model_dir(kind) / "best.pt", "03_train", model=kind)
+        return load_trained(checkpoint.parent, store if store is not None else self.store(), self.device)
 
     def papermill_command(self, notebook: str, **extra: object) -> str:
         """The command that reproduces ``notebook`` with this run's parameters."""
@@ -297,7 +306,7 @@ class Run:
     @property
     def key(self) -> str:
         """This run's entry in the manifest, e.g. ``03_train-image``."""
-        return self.chapter + (f"-{self.params['model']}" if "model" in self.params else "")
+        return manifest_key(self.chapter, self.params)
 
     def finish(self, artifacts: Iterable[str | Path] = ()) -> float:
         """Record this chapter in the run directory's ``manifest.json``; return its wall time (s).
@@ -414,7 +423,8 @@ def _figures_only_when_shown() -> None:
 def _card_html(card: dict[str, str]):
     from IPython.display import HTML
 
-    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>" for k, v in card.items())
+    rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{v}</td></tr>"
+                   for k, v in card.items())
     return HTML(f"<table class='galnb-run-card'>{rows}</table>")
 
 
@@ -431,3 +441,14 @@ def _display_card(card: dict[str, str]):
     width = max(map(len, card))
     print("\n".join(f"{k:<{width}}  {v}" for k, v in card.items()), file=sys.stdout)
     return None
+
+
+def glue_all(prefix: str, **values: object) -> None:
+    """Glue each value under ``<prefix>_<name>`` for the book's pages (not shown in the notebook).
+
+    ``glue_all("eval", n_draws=200)`` is ``myst_nb.glue("eval_n_draws", 200, display=False)``.
+    """
+    from myst_nb import glue
+
+    for name, value in values.items():
+        glue(f"{prefix}_{name}", value, display=False)

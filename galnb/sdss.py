@@ -81,41 +81,42 @@ import numpy as np
 import pandas as pd
 
 from .data import Store, StoreError, load_store, stack_cutouts, write_store
+from .io import atomic_write, temporary_memmap
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
-from .runs import SCALES, atomic_write
+from .runs import SCALES
+from .survey import BALMER_CASE_B, PIXEL_SCALE, R_MAX, R_MIN, R_V_CALZETTI, STARS_TO_GAS, mbh_from_sigma
 
 __all__ = [
     "SKYSERVER",
     "DATA_RELEASE",
-    "PIXEL_SCALE",
+    "CUTOUT_PATH",
+    "K_HALPHA_MW",
+    "K_HBETA_MW",
+    "R_V_MW",
     "RAW_COLUMNS",
     "CATALOG_COLUMNS",
+    "FUNNEL_STAGES",
     "SdssError",
     "selection_sql",
     "query_catalog",
     "clean_catalog",
     "balmer_av",
-    "mbh_from_sigma",
     "cutout_url",
     "download_cutouts",
     "download_sdss",
     "main",
 ]
 
+#: SkyServer's root URL.
 SKYSERVER = "https://skyserver.sdss.org"
+#: SDSS data release of the SQL and cutout endpoints (DR17; Abdurro'uf et al. 2022, ApJS 259, 35).
 DATA_RELEASE = 17
-PIXEL_SCALE = 0.396  # arcsec per pixel, SDSS imaging
-R_MIN, R_MAX = 16.0, 17.78  # CFM paper: MGS limit and the bright cut, on modelMag_r
+#: SkyServer's ImgCutout service, below ``SKYSERVER``.
 CUTOUT_PATH = "/dr{dr}/SkyServerWS/ImgCutout/getjpeg"
-
-# Gas reddening with the Galactic curve (Cardelli et al. 1989), as in Calzetti (2000);
-# the stars' attenuation with the Calzetti curve.
+#: Gas reddening with the Galactic curve (Cardelli, Clayton & Mathis 1989), as in Calzetti (2000):
+#: k(Halpha), k(Hbeta) and R_V; the stars' attenuation uses the Calzetti curve
+#: (``galnb.survey.R_V_CALZETTI``, ``galnb.survey.STARS_TO_GAS``).
 K_HALPHA_MW, K_HBETA_MW, R_V_MW = 2.53, 3.61, 3.1
-R_V_CALZETTI = 4.05
-BALMER_CASE_B = 2.86  # intrinsic Halpha/Hbeta, case B, T = 1e4 K
-STARS_TO_GAS = 0.44  # E(B-V)_stars / E(B-V)_gas (Calzetti 2000)
-# McConnell & Ma (2013), all galaxies: log M_BH = alpha + beta log10(sigma / 200 km/s).
-MM13_ALPHA, MM13_BETA = 8.32, 5.64
 
 #: Columns of the SQL answer (aliases in ``selection_sql``), cached in ``catalog_raw.csv``.
 RAW_COLUMNS: tuple[str, ...] = (
@@ -130,6 +131,7 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "sigma_v", "log_mbh", *LINES, "oh_detectable", *MAG_COLUMNS, *MAGERR_COLUMNS, "petro_r90",
 )
 _LINE_SOURCES = dict(zip(LINES, ("h_alpha_flux", "h_beta_flux", "nii_6584_flux", "oiii_5007_flux")))
+#: The cuts from the SkyServer answer to the store, as written to ``funnel.csv``: (stage, description).
 FUNNEL_STAGES: tuple[tuple[str, str], ...] = (
     ("SkyServer selection", "spectroscopic galaxies, BPT star-forming (bptclass = 1), 16 < modelMag_r < 17.78, "
                             "valid M*, SFR, O/H, Dn4000, Balmer lines and ugriz (the SQL)"),
@@ -300,7 +302,8 @@ def query_catalog(path: str | Path | None = None, *, base_url: str = SKYSERVER, 
         top = chunk if max_rows is None else min(chunk, max_rows - total)
         what = f"SQL query to {base_url} (rows after objID {after})"
         frame, url = _with_retries(
-            lambda: _sql_chunk(selection_sql(top, after), base_url=base_url, data_release=data_release, timeout=timeout),
+            lambda: _sql_chunk(selection_sql(top, after), base_url=base_url, data_release=data_release,
+                               timeout=timeout),
             what, retries=retries, backoff=backoff)
         if len(frame) == 0:
             break
@@ -349,17 +352,6 @@ def balmer_av(flux_ha: np.ndarray, flux_hb: np.ndarray) -> tuple[np.ndarray, np.
     return R_V_CALZETTI * STARS_TO_GAS * ebv_gas, R_V_MW * ebv_gas
 
 
-def mbh_from_sigma(sigma_v: np.ndarray) -> np.ndarray:
-    """log10 M_BH [Msun] from the velocity dispersion [km/s] (McConnell & Ma 2013, all galaxies).
-
-    Example:
-        >>> float(mbh_from_sigma(np.array([200.0]))[0])
-        8.32
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return MM13_ALPHA + MM13_BETA * np.log10(np.asarray(sigma_v, dtype=float) / 200.0)
-
-
 def clean_catalog(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The raw answer in the book's columns (``CATALOG_COLUMNS``), unphysical rows removed.
 
@@ -383,7 +375,8 @@ def clean_catalog(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         "petro_r90": raw["petror90_r"].astype(float),
     })
     values = cat.drop(columns=["objid", "oh_detectable"]).to_numpy(float)
-    keep = np.isfinite(values).all(axis=1) & (values > -99).all(axis=1) & (sigma > 0) & (raw["veldisperr"].to_numpy(float) > 0)
+    keep = (np.isfinite(values).all(axis=1) & (values > -99).all(axis=1) & (sigma > 0)
+            & (raw["veldisperr"].to_numpy(float) > 0))
     keep &= (cat["mag_r"] > R_MIN).to_numpy() & (cat["mag_r"] < R_MAX).to_numpy()
     cat = cat[keep].sort_values("objid", ignore_index=True)
     return cat[list(CATALOG_COLUMNS)], len(cat)
@@ -395,6 +388,13 @@ def clean_catalog(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def cutout_url(ra: float, dec: float, *, base_url: str = SKYSERVER, data_release: int = DATA_RELEASE,
                image_size: int = 128, pixel_scale: float = PIXEL_SCALE) -> str:
     """SkyServer's ImgCutout URL for a gri JPEG centred on (ra, dec) [deg].
+
+    Arguments:
+        ra, dec: centre in degrees.
+        base_url: SkyServer root; data_release: its data release.
+        image_size: side in pixels; pixel_scale: arcsec per pixel (SDSS native by default).
+    Returns:
+        the URL.
 
     Example:
         >>> cutout_url(180.0, 1.5, image_size=64)
@@ -561,13 +561,8 @@ def download_sdss(root: str | Path, n: int | None, seed: int, base_url: str = SK
                              image_size=image_size, workers=workers, timeout=timeout, retries=retries,
                              backoff=backoff, progress=progress)
     images = _stack(paths, image_size, root)
-    try:
+    with temporary_memmap(images):
         store = write_store(root, catalog, images, seed=seed, source="sdss", params=params)
-    finally:
-        if isinstance(images, np.memmap):
-            filename = images.filename
-            del images
-            Path(filename).unlink(missing_ok=True)
     funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": [len(raw), n_clean, n_used],
                            "description": [d for _, d in FUNNEL_STAGES]})
     with atomic_write(root / "funnel.csv", "w") as fh:
@@ -584,12 +579,19 @@ def _stack(paths: Sequence[Path], image_size: int, root: Path) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m galnb.sdss --run-dir runs --scale paper``: download into ``<run-dir>/<scale>-sdss-seed<seed>/data``."""
+    """``python -m galnb.sdss --run-dir runs --scale paper``: download into ``<run-dir>/<scale>-sdss-seed<seed>/data``.
+
+    Arguments:
+        argv: command-line arguments (None: ``sys.argv[1:]``).
+    Returns:
+        0 (the exit status); errors are raised.
+    """
     from .runs import start_chapter
 
     parser = argparse.ArgumentParser(prog="python -m galnb.sdss", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs", help="root of the run directories ($GALNB_RUN_DIR overrides)")
-    parser.add_argument("--scale", default="paper", choices=tuple(SCALES), help="n_galaxies and image_size of this scale")
+    parser.add_argument("--scale", default="paper", choices=tuple(SCALES),
+                        help="n_galaxies and image_size of this scale")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base-url", default=SKYSERVER)
     parser.add_argument("--data-release", type=int, default=DATA_RELEASE)

@@ -19,8 +19,9 @@ What is simulated, and how (every step cites the relation it follows):
   (2000-12000 A), with bagpipes' own ``stellar`` and ``nebular`` classes, and cached on disk.
   A galaxy's spectrum is then the same sum bagpipes performs (mass formed in each age bin x
   the SSP spectrum, linearly interpolated in metallicity and log U), done for thousands of
-  galaxies at once as a matrix product: identical physics, about 10^4 times faster than one
-  ``model_galaxy`` call per galaxy. Gas metallicity follows the Tremonti et al. (2004)
+  galaxies at once as a matrix product: identical physics, far faster than one
+  ``model_galaxy`` call per galaxy (the survey's speed is recorded in
+  ``benchmarks/results/simulation.json``). Gas metallicity follows the Tremonti et al. (2004)
   mass-metallicity relation with 0.1 dex scatter; the ionisation parameter follows
   log U = -0.8 log(Z/Zsun) - 3.58 (Carton et al. 2017).
 * Dust. Calzetti et al. (2000) curve. The disk is a uniformly mixed slab, so its
@@ -62,8 +63,12 @@ one PSF for g, r, i; dust is smooth (no lanes); Dn4000 carries no measurement no
 fibre fraction uses a quadrature-sum approximation to the PSF convolution; stellar
 metallicities are the T04 gas value minus 0.35 dex (disk) and minus 0.25 dex (bulge), and the
 Cloudy grids get T04 minus 0.7 dex (T04's CL01 scale sits above T_e abundances; Kewley &
-Ellison 2008), rather than a chemical-evolution history. All of these keep the survey fast enough for the ``paper`` scale
-on CPU while keeping the couplings the book studies (inclination <-> A_V, bulge <-> age).
+Ellison 2008), rather than a chemical-evolution history. All of these keep the survey fast enough for the
+``paper`` scale on CPU while keeping the couplings the book studies (inclination <-> A_V, bulge <-> age).
+
+The survey constants and the M-sigma relation it shares with the real pipeline (``galnb.sdss``)
+live in ``galnb.survey``; the comparison of its photometry with real SDSS galaxies is in
+``galnb.validation``.
 
 References:
     Carnall et al. 2018, MNRAS 480, 4379 (arXiv:1712.04452), bagpipes.
@@ -90,15 +95,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy.special import gammainc
 
+from .io import atomic_write
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
+from .survey import BALMER_CASE_B, PIXEL_SCALE, R_MAX, R_MIN, R_V_CALZETTI, STARS_TO_GAS, mbh_from_sigma
 
 __all__ = [
     "simulate_survey",
@@ -108,23 +115,22 @@ __all__ = [
     "calzetti",
     "slab_attenuation",
     "render_images",
-    "real_sdss_photometry",
-    "blue_cloud",
-    "compare_photometry",
-    "matched_weights",
-    "photometry_value",
     "CATALOG_COLUMNS",
     "SIMULATION_VERSION",
     "FUNNEL_STAGES",
+    "CACHE_ENV",
+    "FIBRE_RADIUS",
+    "Z_MAX",
 ]
 
-# Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
-# and a store made by another version is refused rather than silently reused.
+#: Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
+#: and a store made by another version is refused rather than silently reused.
 SIMULATION_VERSION = 2
+#: Environment variable naming the folder of the spectral-library cache.
 CACHE_ENV = "GALNB_CACHE"
-PIXEL_SCALE = 0.396  # arcsec / px
-FIBRE_RADIUS = 1.5  # arcsec
-R_MIN, R_MAX = 16.0, 17.78
+#: Radius in arcsec of the SDSS spectrograph's 3" fibres (York et al. 2000, AJ 120, 1579).
+FIBRE_RADIUS = 1.5
+#: Highest redshift drawn: redshifts follow the comoving volume element up to it.
 Z_MAX = 0.32
 _H0, _OM0 = 70.0, 0.3
 _LSUN = 3.826e33  # erg/s, bagpipes' value
@@ -148,14 +154,16 @@ _SKY_SIGMA = {"g": 0.022, "r": 0.030, "i": 0.045}
 # shared/data/real-sdss (16, 13, 10), with dark sky, white-blue disks and yellow bulges.
 _RGB_SCALES = {"i": 1.0, "r": 1.13, "g": 1.7}
 _RGB_STRETCH, _RGB_Q = 0.8, 8.0
-# SDSS AB offsets (u_AB = u_SDSS - 0.04, z_AB = z_SDSS + 0.02).
-_AB_OFFSET = np.array([-0.04, 0.0, 0.0, 0.0, 0.02])
+_BATCH_DRAWS = 4096 * 8  # galaxies drawn per batch of the survey (each batch its own random stream)
+_OBSERVE_CHUNK = 2048  # galaxies observed at once (bounds the (N, W) spectra in memory)
 
+#: Columns of the simulated catalog, in order.
 CATALOG_COLUMNS: tuple[str, ...] = (
     "objid", "z", "log_mstar", "log_sfr", "oh12", "dn4000", "av", "sigma_v", "log_mbh",
     *LINES, "oh_detectable", *MAG_COLUMNS, *MAGERR_COLUMNS,
     "inclination", "axis_ratio", "bulge_fraction", "r_half",
 )
+#: The selection's stages, (stage, description), as in the funnel ``simulate_survey`` returns.
 FUNNEL_STAGES: tuple[tuple[str, str], ...] = (
     ("drawn", "galaxies drawn from the stellar mass functions in the comoving volume, z < 0.32"),
     ("near flux limit", "could reach r < 17.78: bright bounds from M/L and from the dust-free spectrum (pre-screen)"),
@@ -245,15 +253,8 @@ def spectral_library() -> SpectralLibrary:
         except (OSError, ValueError):
             pass
     arrays = _build_library()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as fh:
+        np.savez(fh, **arrays)
     return SpectralLibrary(arrays)
 
 
@@ -271,8 +272,8 @@ def calzetti(wave: np.ndarray) -> np.ndarray:
         Calzetti et al. 2000, ApJ 533, 682 (arXiv:astro-ph/9911459).
     """
     x = 1.0 / (np.asarray(wave, dtype=np.float64) / 1e4)  # 1/micron
-    blue = 2.659 * (-2.156 + 1.509 * x - 0.198 * x**2 + 0.011 * x**3) + 4.05
-    red = 2.659 * (-1.857 + 1.040 * x) + 4.05
+    blue = 2.659 * (-2.156 + 1.509 * x - 0.198 * x**2 + 0.011 * x**3) + R_V_CALZETTI
+    red = 2.659 * (-1.857 + 1.040 * x) + R_V_CALZETTI
     return np.clip(np.where(x > 1.0 / 0.63, blue, red), 0.0, None)
 
 
@@ -290,7 +291,8 @@ def slab_attenuation(tau: np.ndarray, mu: np.ndarray) -> np.ndarray:
         Disney, Davies & Phillipps 1989, MNRAS 239, 939.
 
     Example:
-        >>> float(slab_attenuation(np.array(1.0), np.array(1.0))) > float(slab_attenuation(np.array(1.0), np.array(0.2)))
+        >>> float(slab_attenuation(np.array(1.0), np.array(1.0))) > float(
+        ...     slab_attenuation(np.array(1.0), np.array(0.2)))
         True
     """
     t = np.asarray(tau) / np.clip(mu, 0.1, 1.0)
@@ -336,7 +338,8 @@ def _filters() -> tuple[list[np.ndarray], list[np.ndarray]]:
     import speclite.filters
 
     fs = speclite.filters.load_filters(*[f"sdss2010-{b}" for b in BANDS])
-    return [np.asarray(f.wavelength, dtype=np.float64) for f in fs], [np.asarray(f.response, dtype=np.float64) for f in fs]
+    return ([np.asarray(f.wavelength, dtype=np.float64) for f in fs],
+            [np.asarray(f.response, dtype=np.float64) for f in fs])
 
 
 @lru_cache(maxsize=1)
@@ -503,7 +506,8 @@ def _intrinsic(rng: np.random.Generator, pop: dict[str, np.ndarray]) -> dict[str
             "mass_live": mass_live, "sfr": sfr}
 
 
-def _component_weights(mf: np.ndarray, logz: np.ndarray, log_u: np.ndarray, logz_neb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _component_weights(mf: np.ndarray, logz: np.ndarray, log_u: np.ndarray,
+                       logz_neb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Weights of one component over the library: old stars (N, Zs*A), young stars (N, Zs*Ay),
     nebular (N, Zs*U*Ay), interpolating linearly in log Z and log U as bagpipes does."""
     lib = spectral_library()
@@ -557,53 +561,135 @@ def _r_dustfree(s: dict[str, np.ndarray]) -> np.ndarray:
     return 22.5 - 2.5 * np.log10(np.clip(f_nmgy, 1e-30, None))
 
 
+class _Components(NamedTuple):
+    """Dust-free rest-frame spectra (N, W) in L_sun / A and line luminosities (N, 4) in L_sun of
+    the bulge (``b_``) and the disk (``d_``): old stars, young stars + nebular emission, lines."""
+
+    b_old: np.ndarray
+    b_young: np.ndarray
+    b_lines: np.ndarray
+    d_old: np.ndarray
+    d_young: np.ndarray
+    d_lines: np.ndarray
+
+
+class _Dust(NamedTuple):
+    """Face-on disk depth, cos i, birth-cloud A_V and the transmissions (N, W) of the three screens,
+    with the attenuated disk and bulge spectra (N, W)."""
+
+    tau0: np.ndarray
+    cos_i: np.ndarray
+    a_bc_v: np.ndarray
+    tr_disk: np.ndarray
+    tr_bc: np.ndarray
+    tr_bulge: np.ndarray
+    disk: np.ndarray
+    bulge: np.ndarray
+
+
 def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Dust, spectra, photometry, lines, Dn4000, kinematics and sizes of a batch of galaxies."""
+    """Dust, spectra, photometry, lines, Dn4000, kinematics and sizes of a batch of galaxies.
+
+    The steps draw from ``rng`` in this order (the order fixes the survey a seed gives): geometry
+    and dust depth, sizes and seeing, the HOLMES lines and the line noise, the velocity
+    dispersion and M_BH, the photometric noise, the position angle.
+    """
     lib = spectral_library()
-    z, logm, red, d_ms, bt, oh12, log_u = (s[k] for k in ("z", "logm", "red", "d_ms", "bt", "oh12", "log_u"))
+    wave = lib.wave
+    z, logm, bt = s["z"], s["logm"], s["bt"]
     n = len(z)
-    # geometry and dust
+    cos_i, incl, axis_ratio, tau0 = _geometry(rng, logm, s["d_ms"])
+    comps = _component_spectra(s)
+    dust = _attenuation(wave, comps, tau0, cos_i)
+    av = _v_band_attenuation(wave, comps, dust)
+    dl = _lum_dist(z) * _MPC
+    band_flux = _band_fluxes(wave, z, dl, dust)
+    total = band_flux["bulge"] + band_flux["disk"]
+    hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d = _sizes_and_fibre_fractions(rng, z, logm, bt, axis_ratio)
+    fibre_spec = fib_b[:, None] * dust.bulge + fib_d[:, None] * dust.disk
+    dn = _fibre_dn4000(wave, fibre_spec)
+    line_flux, line_err = _emission_lines(rng, wave, z, dl, comps, dust, fib_b, fib_d, fibre_spec)
+    sigma_v, log_mbh = _kinematics(rng, logm, bt)
+    mags, errs = _observed_magnitudes(rng, total)
+    # total half-light radius (face-on, PSF-free, r-band light)
+    lb = band_flux["bulge"][:, 2]
+    ld = band_flux["disk"][:, 2]
+    r_half = _composite_hlr(lb / (lb + ld), hlr_bulge, hlr_disk)
+    pa = rng.uniform(0.0, np.pi, n)  # position angle of the images, the batch's last draw
+    return {
+        "z": z, "log_mstar": np.log10(s["mass_live"]), "log_sfr": np.log10(np.clip(s["sfr"], 1e-12, None)),
+        "oh12": s["oh12"], "dn4000": dn, "av": av, "sigma_v": sigma_v, "log_mbh": log_mbh,
+        **line_flux, **{f"err_{k}": v for k, v in line_err.items()},
+        **{c: mags[:, i] for i, c in enumerate(MAG_COLUMNS)}, **{c: errs[:, i] for i, c in enumerate(MAGERR_COLUMNS)},
+        "inclination": incl, "axis_ratio": axis_ratio, "bulge_fraction": bt, "r_half": r_half,
+        # for the images
+        "hlr_bulge": hlr_bulge, "hlr_disk": hlr_disk, "q_bulge": q_bulge, "seeing": seeing,
+        "pa": pa,
+        **{f"bulge_{b}": band_flux["bulge"][:, i] for i, b in enumerate(BANDS)},
+        **{f"disk_{b}": band_flux["disk"][:, i] for i, b in enumerate(BANDS)},
+        "red": s["red"], "log_sfr_target": s["log_sfr_target"], "fib_b": fib_b, "fib_d": fib_d,
+    }
+
+
+def _geometry(rng: np.random.Generator, logm: np.ndarray, d_ms: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random orientation and the disk's dust depth: cos i, inclination [deg], b/a, face-on tau_V.
+
+    The depth rises with mass (Garn & Best 2010) and with the offset from the main sequence.
+    """
+    n = len(logm)
     cos_i = rng.random(n)
     incl = np.degrees(np.arccos(cos_i))
     q0 = 0.15
     axis_ratio = np.sqrt(cos_i**2 + q0**2 * (1 - cos_i**2))
     log_tau0 = -0.1 + 0.35 * (logm - 10.0) + 0.15 * np.clip(d_ms, -2, 1) + rng.normal(0.0, 0.2, n)
     tau0 = 10**log_tau0  # face-on V-band optical depth of the disk slab
-    wave = lib.wave
-    k = calzetti(wave) / 4.05  # tau_lambda / tau_V
-    # spectra: (N, W) per component, stellar old/young and nebular
-    ny = lib.n_young
+    return cos_i, incl, axis_ratio, tau0
 
+
+def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
+    """Dust-free spectra of the bulge and the disk: (N, W) per component, old, young + nebular, lines."""
+    lib = spectral_library()
+    ny = lib.n_young
     st = lib.stellar.reshape(-1, len(lib.wave))
     st_young = lib.stellar[:, :ny].reshape(-1, len(lib.wave))
     neb_grid = lib.nebular.reshape(-1, len(lib.wave))
     line_grid = lib.lines.reshape(-1, lib.lines.shape[-1])
 
     def component(mf: np.ndarray, logz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w_old, w_young, w_neb = _component_weights(mf, logz, log_u, s["logz_neb"])
+        w_old, w_young, w_neb = _component_weights(mf, logz, s["log_u"], s["logz_neb"])
         return w_old @ st, w_young @ st_young + w_neb @ neb_grid, w_neb @ line_grid
 
-    b_old, b_young, b_lines = component(s["mf_b"], s["zb"])
-    d_old, d_young, d_lines = component(s["mf_d"], s["zd"])
-    # dust: disk slab (inclination), bulge thin screen, birth-cloud screen on the young light
+    return _Components(*component(s["mf_b"], s["zb"]), *component(s["mf_d"], s["zd"]))
+
+
+def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, cos_i: np.ndarray) -> _Dust:
+    """Disk slab (inclination), bulge thin screen, birth-cloud screen on the young light (Calzetti 2000)."""
+    k = calzetti(wave) / R_V_CALZETTI  # tau_lambda / tau_V
     tr_disk = slab_attenuation(tau0[:, None] * k[None, :], cos_i[:, None])
     a_disk_v = -2.5 * np.log10(slab_attenuation(tau0, cos_i))
-    a_bc_v = a_disk_v * (1 / 0.44 - 1) + 0.1
+    a_bc_v = a_disk_v * (1 / STARS_TO_GAS - 1) + 0.1
     tr_bc = 10 ** (-0.4 * a_bc_v[:, None] * k[None, :])
     tr_bulge = 10 ** (-0.4 * (0.25 * tau0 * 1.086)[:, None] * k[None, :])
-    disk = d_old * tr_disk + d_young * tr_disk * tr_bc
-    bulge = (b_old + b_young * tr_bc) * tr_bulge
-    kl = {key: calzetti(np.array([_LINE_WAVES[key]]))[0] / 4.05 for key in LINES}
-    # V band (5500 A, 100 A wide) attenuation of the whole galaxy
+    disk = comps.d_old * tr_disk + comps.d_young * tr_disk * tr_bc
+    bulge = (comps.b_old + comps.b_young * tr_bc) * tr_bulge
+    return _Dust(tau0, cos_i, a_bc_v, tr_disk, tr_bc, tr_bulge, disk, bulge)
+
+
+def _v_band_attenuation(wave: np.ndarray, comps: _Components, dust: _Dust) -> np.ndarray:
+    """A_V of the whole galaxy: V band (5500 A, 100 A wide), attenuated over intrinsic light."""
     wv = _band_weights(wave, 5450.0, 5550.0)
-    intr_v = (b_old + b_young + d_old + d_young) @ wv
-    att_v = (disk + bulge) @ wv
-    av = -2.5 * np.log10(att_v / intr_v)
-    # photometry (total light)
-    dl = _lum_dist(z) * _MPC
+    intr_v = (comps.b_old + comps.b_young + comps.d_old + comps.d_young) @ wv
+    att_v = (dust.disk + dust.bulge) @ wv
+    return -2.5 * np.log10(att_v / intr_v)
+
+
+def _band_fluxes(wave: np.ndarray, z: np.ndarray, dl: np.ndarray, dust: _Dust) -> dict[str, np.ndarray]:
+    """ugriz fluxes (N, 5) in nanomaggies of the attenuated bulge and disk, total light."""
+    n = len(z)
     fw, fr = _filters()
     band_flux = {}
-    for comp_name, spec in (("bulge", bulge), ("disk", disk)):
+    for comp_name, spec in (("bulge", dust.bulge), ("disk", dust.disk)):
         f = np.empty((n, 5))
         for b in range(5):
             obs = wave[None, :] * (1 + z)[:, None]
@@ -613,13 +699,26 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
             den = np.trapezoid(fr[b] / fw[b], fw[b]) * 2.998e18
             f[:, b] = num * _LSUN / (4 * np.pi * dl**2) / den
         band_flux[comp_name] = f / 3631e-23 * 1e9  # nanomaggies
-    total = band_flux["bulge"] + band_flux["disk"]
-    # sizes (arcsec): Shen et al. 2003 (late types for the disk, early types for the bulge)
+    return band_flux
+
+
+def _sizes_and_fibre_fractions(rng: np.random.Generator, z: np.ndarray, logm: np.ndarray, bt: np.ndarray,
+                               axis_ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Half-light radii [arcsec], bulge b/a, seeing FWHM ["] and the light fractions in the fibre.
+
+    Sizes follow Shen et al. (2003) (late types for the disk, early types for the bulge); the
+    fibre fractions are each profile convolved with the seeing, in quadrature.
+
+    Returns:
+        hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d, each (N,).
+    """
+    n = len(z)
     m = 10**logm
     r50_kpc = 0.1 * m**0.14 * (1 + m / 3.98e10) ** (0.39 - 0.14)
     sig_ln = 0.34 + (0.47 - 0.34) / (1 + (m / 3.98e10) ** 2)
     r_disk_kpc = r50_kpc * np.exp(rng.normal(0.0, sig_ln, n) * 0.7)
-    r_bulge_kpc = np.minimum(2.88e-6 * np.maximum(bt * m, 1e6) ** 0.56 * np.exp(rng.normal(0, 0.25, n)), 0.8 * r_disk_kpc)
+    r_bulge_kpc = np.minimum(2.88e-6 * np.maximum(bt * m, 1e6) ** 0.56 * np.exp(rng.normal(0, 0.25, n)),
+                             0.8 * r_disk_kpc)
     r_bulge_kpc = np.maximum(r_bulge_kpc, 0.1)
     kpc_per_arcsec = _lum_dist(z) / (1 + z) ** 2 * 1e3 * np.pi / 180 / 3600
     hlr_disk = r_disk_kpc / kpc_per_arcsec
@@ -634,27 +733,44 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     x = FIBRE_RADIUS / (eff_d / 1.678)
     fib_d = 1 - (1 + x) * np.exp(-x)
     fib_b = gammainc(8.0, 7.669 * (FIBRE_RADIUS / eff_b) ** 0.25)
-    fibre_spec = fib_b[:, None] * bulge + fib_d[:, None] * disk
-    dn = (fibre_spec * wave**2) @ _band_weights(wave, 4000.0, 4100.0) / ((fibre_spec * wave**2) @ _band_weights(wave, 3850.0, 3950.0))
-    # lines (disk + bulge, birth-cloud + diffuse dust), fibre, observed flux in 1e-17 cgs
-    line_flux = {}
-    line_err = {}
-    cont_lvl = {}
-    # Diffuse gas ionised by hot evolved stars (HOLMES; Stasinska et al. 2008): an EW(Halpha) of
-    # ~1 A on the old continuum with LINER-like ratios (Cid Fernandes et al. 2011). Negligible in
-    # star-forming galaxies, it dominates the lines of quenched ones, so they leave the
-    # star-forming BPT classes as in SDSS.
-    old_fibre = fib_b[:, None] * b_old * tr_bulge + fib_d[:, None] * d_old * tr_disk
+    return hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d
+
+
+def _fibre_dn4000(wave: np.ndarray, fibre_spec: np.ndarray) -> np.ndarray:
+    """Narrow Dn4000 (Balogh et al. 1999) of the fibre spectrum on the library's 5 A bins."""
+    return ((fibre_spec * wave**2) @ _band_weights(wave, 4000.0, 4100.0)
+            / ((fibre_spec * wave**2) @ _band_weights(wave, 3850.0, 3950.0)))
+
+
+def _emission_lines(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, dl: np.ndarray, comps: _Components,
+                    dust: _Dust, fib_b: np.ndarray, fib_d: np.ndarray, fibre_spec: np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Observed fibre line fluxes and their errors in 1e-17 erg/s/cm^2, keyed by ``LINES``.
+
+    Disk and bulge lines through their birth-cloud and diffuse dust, plus diffuse gas ionised by
+    hot evolved stars (HOLMES; Stasinska et al. 2008): an EW(Halpha) of ~1 A on the old
+    continuum with LINER-like ratios (Cid Fernandes et al. 2011). Negligible in star-forming
+    galaxies, it dominates the lines of quenched ones, so they leave the star-forming BPT
+    classes as in SDSS.
+    """
+    n = len(z)
+    tau0, cos_i, a_bc_v = dust.tau0, dust.cos_i, dust.a_bc_v
+    kl = {key: calzetti(np.array([_LINE_WAVES[key]]))[0] / R_V_CALZETTI for key in LINES}
+    old_fibre = fib_b[:, None] * comps.b_old * dust.tr_bulge + fib_d[:, None] * comps.d_old * dust.tr_disk
     ew_holmes = 10 ** rng.normal(0.0, 0.2, n)  # A, rest frame
     holmes_ha = ew_holmes * (old_fibre @ _band_weights(wave, 6500.0, 6540.0))
     holmes_ratio = {"flux_ha": np.ones(n), "flux_nii6584": 10 ** rng.normal(0.05, 0.1, n),
-                    "flux_hb": np.full(n, 1 / 2.86), "flux_oiii5007": 10 ** rng.normal(0.0, 0.2, n) / 2.86}
+                    "flux_hb": np.full(n, 1 / BALMER_CASE_B),
+                    "flux_oiii5007": 10 ** rng.normal(0.0, 0.2, n) / BALMER_CASE_B}
+    line_flux = {}
+    line_err = {}
     for j, key in enumerate(LINES):
         kk = kl[key]
         tr = slab_attenuation(tau0 * kk, cos_i) * 10 ** (-0.4 * a_bc_v * kk)
         # HOLMES light already carries the continuum's Halpha attenuation; add the differential
         diff = slab_attenuation(tau0 * kk, cos_i) / slab_attenuation(tau0 * kl["flux_ha"], cos_i)
-        lum = (fib_d * d_lines[:, j] * tr + fib_b * b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)
+        lum = (fib_d * comps.d_lines[:, j] * tr
+               + fib_b * comps.b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)
                + holmes_ha * holmes_ratio[key] * diff) * _LSUN
         flux = lum / (4 * np.pi * dl**2) / 1e-17
         # continuum under the line (per A, observed), for the error
@@ -664,13 +780,25 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
         sigma = np.hypot(3.67 * np.sqrt(0.25 + 0.05 * np.clip(cont, 0.0, None)), 0.01 * flux)
         line_flux[key] = flux + rng.normal(0.0, 1.0, n) * sigma
         line_err[key] = sigma
-        cont_lvl[key] = cont
-    # velocity dispersion (Zahid et al. 2016) and black-hole mass (McConnell & Ma 2013)
+    return line_flux, line_err
+
+
+def _kinematics(rng: np.random.Generator, logm: np.ndarray, bt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Velocity dispersion [km/s] (Zahid et al. 2016) and log M_BH (McConnell & Ma 2013, 0.38 dex scatter)."""
+    n = len(logm)
     dlm = logm - 10.26
     log_sig = 2.073 + np.where(dlm < 0, 0.286, 0.403) * dlm + 0.1 * (bt - 0.3) + rng.normal(0.0, 0.07, n)
     sigma_v = 10**log_sig
-    log_mbh = 8.32 + 5.64 * np.log10(sigma_v / 200.0) + rng.normal(0.0, 0.38, n)
-    # observed magnitudes with SDSS-like errors
+    log_mbh = mbh_from_sigma(sigma_v) + rng.normal(0.0, 0.38, n)
+    return sigma_v, log_mbh
+
+
+def _observed_magnitudes(rng: np.random.Generator, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy ugriz AB magnitudes and their errors (N, 5) from true fluxes in nanomaggies.
+
+    Errors follow the fit of log sigma vs log flux to the kcorrect SDSS galaxies (``_PHOT_ERR``).
+    """
+    n = len(total)
     mags = np.empty((n, 5))
     errs = np.empty((n, 5))
     for b, band in enumerate(BANDS):
@@ -680,23 +808,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
         fobs = f + rng.normal(0.0, 1.0, n) * sig
         mags[:, b] = 22.5 - 2.5 * np.log10(np.clip(fobs, 1e-6, None))
         errs[:, b] = 2.5 / np.log(10) * sig / np.clip(fobs, 1e-6, None)
-    # total half-light radius (face-on, PSF-free, r-band light)
-    lb = band_flux["bulge"][:, 2]
-    ld = band_flux["disk"][:, 2]
-    r_half = _composite_hlr(lb / (lb + ld), hlr_bulge, hlr_disk)
-    return {
-        "z": z, "log_mstar": np.log10(s["mass_live"]), "log_sfr": np.log10(np.clip(s["sfr"], 1e-12, None)),
-        "oh12": oh12, "dn4000": dn, "av": av, "sigma_v": sigma_v, "log_mbh": log_mbh,
-        **line_flux, **{f"err_{k}": v for k, v in line_err.items()},
-        **{c: mags[:, i] for i, c in enumerate(MAG_COLUMNS)}, **{c: errs[:, i] for i, c in enumerate(MAGERR_COLUMNS)},
-        "inclination": incl, "axis_ratio": axis_ratio, "bulge_fraction": bt, "r_half": r_half,
-        # for the images
-        "hlr_bulge": hlr_bulge, "hlr_disk": hlr_disk, "q_bulge": q_bulge, "seeing": seeing,
-        "pa": rng.uniform(0.0, np.pi, n),
-        **{f"bulge_{b}": band_flux["bulge"][:, i] for i, b in enumerate(BANDS)},
-        **{f"disk_{b}": band_flux["disk"][:, i] for i, b in enumerate(BANDS)},
-        "red": red, "log_sfr_target": s["log_sfr_target"], "fib_b": fib_b, "fib_d": fib_d,
-    }
+    return mags, errs
 
 
 def _composite_hlr(frac_bulge: np.ndarray, hlr_b: np.ndarray, hlr_d: np.ndarray) -> np.ndarray:
@@ -723,7 +835,8 @@ def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------------------ images
-def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False, chunk: int = 0) -> np.ndarray:
+def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
+                  chunk: int = 0) -> np.ndarray:
     """Render gri cutouts of bulge + disk galaxies and stretch them to 8-bit RGB.
 
     Arguments:
@@ -808,50 +921,77 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
 
     if n < 1 or image_size < 1:
         raise ValueError("n and image_size must be positive")
-    batch = 4096
     kept: list[dict[str, np.ndarray]] = []
     counts = np.zeros(len(FUNNEL_STAGES), dtype=np.int64)
     n_kept = 0
     b = 0
     bar = tqdm(total=n, disable=not progress, desc="simulating galaxies")
     while n_kept < n:
-        rng = np.random.default_rng([seed, b])
-        n_draw = batch * 8
-        pop = _draw_population(rng, n_draw)
-        near = _prescreen(pop["z"], pop["log_mstar_target"])
-        intr = _intrinsic(rng, {k: v[near] for k, v in pop.items()})
-        bright = _r_dustfree(intr) < R_MAX + 0.15  # dust only dims: a safe bound
-        draw_index = np.nonzero(near)[0][bright]
-        intr = {k: v[bright] for k, v in intr.items()}
-        chunks = [_observe(rng, {k: v[i:i + 2048] for k, v in intr.items()}) for i in range(0, len(draw_index), 2048)]
-        cat = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-        mgs = (cat["mag_r"] > R_MIN) & (cat["mag_r"] < R_MAX)
-        sf, detect = _bpt_star_forming(cat)
-        finite = np.all([np.isfinite(cat[c]) for c in CATALOG_COLUMNS if c in cat], axis=0)
-        physical = finite & (cat["dn4000"] > 0.8) & (cat["dn4000"] < 2.6) & (cat["av"] >= 0) & (cat["r_half"] > 0)
-        stage = [np.ones(len(draw_index), bool), np.ones(len(draw_index), bool), mgs, mgs & sf, mgs & sf & physical]
-        ok = stage[-1]
-        need = n - n_kept
-        if ok.sum() >= need:
-            last = np.nonzero(ok)[0][need - 1]
-            cutoff = draw_index[last]
-            counts[0] += cutoff + 1
-            prefix = draw_index <= cutoff
-        else:
-            counts[0] += n_draw
-            prefix = np.ones(len(draw_index), bool)
-        for s in range(1, len(stage)):
-            counts[s] += int((stage[s] & prefix).sum())
-        sel = ok & prefix
-        cat["oh_detectable"] = detect
-        cat["objid"] = (np.int64(1_237_600_000_000_000_000) + np.int64(seed % 100_000) * np.int64(10**10)
-                        + np.int64(b) * np.int64(n_draw) + draw_index.astype(np.int64))
-        kept.append({k: v[sel] for k, v in cat.items()})
-        n_kept += int(sel.sum())
-        bar.update(int(sel.sum()))
+        rows, batch_counts = _survey_batch(seed, b, n - n_kept)
+        kept.append(rows)
+        counts += batch_counts
+        n_kept += len(rows["z"])
+        bar.update(len(rows["z"]))
         b += 1
     bar.close()
     full = {k: np.concatenate([c[k] for c in kept]) for k in kept[0]}
+    catalog = _catalog_frame(full)
+    images = _render_in_chunks(full, image_size, seed, progress, work_dir, chunk_size)
+    funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
+                           "description": [d for _, d in FUNNEL_STAGES]})
+    return catalog, images, funnel
+
+
+def _survey_batch(seed: int, b: int, need: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Draw batch ``b`` of the survey (seeded by ``(seed, b)``), observe it and apply the cuts.
+
+    Arguments:
+        seed: the survey's seed.
+        b: index of the batch (its own random stream; it also numbers the objIDs).
+        need: galaxies still wanted: the batch stops counting after the ``need``-th survivor.
+
+    Returns:
+        rows: every internal column (``_observe``'s, ``oh_detectable`` and ``objid``) of the
+            survivors up to the ``need``-th, in draw order.
+        counts: (len(FUNNEL_STAGES),) int64, galaxies of this batch reaching each stage, up to
+            the last one kept.
+    """
+    rng = np.random.default_rng([seed, b])
+    pop = _draw_population(rng, _BATCH_DRAWS)
+    near = _prescreen(pop["z"], pop["log_mstar_target"])
+    intr = _intrinsic(rng, {k: v[near] for k, v in pop.items()})
+    bright = _r_dustfree(intr) < R_MAX + 0.15  # dust only dims: a safe bound
+    draw_index = np.nonzero(near)[0][bright]
+    intr = {k: v[bright] for k, v in intr.items()}
+    chunks = [_observe(rng, {k: v[i:i + _OBSERVE_CHUNK] for k, v in intr.items()})
+              for i in range(0, len(draw_index), _OBSERVE_CHUNK)]
+    cat = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    mgs = (cat["mag_r"] > R_MIN) & (cat["mag_r"] < R_MAX)
+    sf, detect = _bpt_star_forming(cat)
+    finite = np.all([np.isfinite(cat[c]) for c in CATALOG_COLUMNS if c in cat], axis=0)
+    physical = finite & (cat["dn4000"] > 0.8) & (cat["dn4000"] < 2.6) & (cat["av"] >= 0) & (cat["r_half"] > 0)
+    stage = [np.ones(len(draw_index), bool), np.ones(len(draw_index), bool), mgs, mgs & sf, mgs & sf & physical]
+    ok = stage[-1]
+    counts = np.zeros(len(FUNNEL_STAGES), dtype=np.int64)
+    if ok.sum() >= need:
+        last = np.nonzero(ok)[0][need - 1]
+        cutoff = draw_index[last]
+        counts[0] = cutoff + 1
+        prefix = draw_index <= cutoff
+    else:
+        counts[0] = _BATCH_DRAWS
+        prefix = np.ones(len(draw_index), bool)
+    for s in range(1, len(stage)):
+        counts[s] = int((stage[s] & prefix).sum())
+    sel = ok & prefix
+    cat["oh_detectable"] = detect
+    cat["objid"] = (np.int64(1_237_600_000_000_000_000) + np.int64(seed % 100_000) * np.int64(10**10)
+                    + np.int64(b) * np.int64(_BATCH_DRAWS) + draw_index.astype(np.int64))
+    return {k: v[sel] for k, v in cat.items()}, counts
+
+
+def _catalog_frame(full: dict[str, np.ndarray]) -> pd.DataFrame:
+    """``CATALOG_COLUMNS`` of the kept rows: float64, except ``objid`` (int64) and ``oh_detectable`` (bool)."""
     catalog = pd.DataFrame({c: full[c] for c in CATALOG_COLUMNS})
     for c in CATALOG_COLUMNS:
         if c == "objid":
@@ -860,18 +1000,13 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
             catalog[c] = catalog[c].astype(bool)
         else:
             catalog[c] = catalog[c].astype(np.float64)
-    images = _render_in_chunks(full, image_size, seed, progress, work_dir, chunk_size)
-    funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
-                           "description": [d for _, d in FUNNEL_STAGES]})
-    return catalog, images, funnel
+    return catalog
 
 
 def _render_in_chunks(full: dict[str, np.ndarray], image_size: int, seed: int, progress: bool,
                       work_dir: str | Path | None, chunk_size: int) -> np.ndarray:
     """Render every cutout chunk by chunk, reusing chunks saved in ``work_dir`` by a killed run."""
     from tqdm import tqdm
-
-    from .runs import atomic_write
 
     n = len(full["z"])
     starts = range(0, n, chunk_size)
@@ -901,122 +1036,11 @@ def _render_in_chunks(full: dict[str, np.ndarray], image_size: int, seed: int, p
         bar.update(m)
     bar.close()
     # assembled on disk, chunk by chunk, so memory stays at one chunk for the paper-scale set
-    out = np.lib.format.open_memmap(work_dir / "images.npy", mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3))
+    out = np.lib.format.open_memmap(work_dir / "images.npy", mode="w+", dtype=np.uint8,
+                                    shape=(n, image_size, image_size, 3))
     for k, a in enumerate(starts):
         out[a:a + chunk_size] = np.load(work_dir / f"images-{k:05d}.npy", mmap_mode="r")
     out.flush()
     del out
     return np.load(work_dir / "images.npy", mmap_mode="r")
 
-
-# ------------------------------------------------------------------------- real SDSS checks
-def real_sdss_photometry(r_range: tuple[float, float] = (R_MIN, R_MAX), z_range: tuple[float, float] = (0.0, 0.3)) -> pd.DataFrame:
-    """The 10,000 real SDSS galaxies shipped in ``kcorrect``, as AB model magnitudes.
-
-    Magnitudes are 22.5 - 2.5 log10(MODELFLUX) minus Galactic extinction, with the SDSS
-    AB offsets (u - 0.04, z + 0.02); rows with non-positive fluxes are dropped.
-
-    Arguments:
-        r_range: keep lo < mag_r < hi.
-        z_range: keep lo < z < hi.
-
-    Returns:
-        DataFrame with ``z`` and ``mag_u`` ... ``mag_z``.
-
-    References:
-        Blanton & Roweis 2007, AJ 133, 734 (arXiv:astro-ph/0606170), kcorrect.
-    """
-    import importlib.resources
-
-    from astropy.io import fits
-
-    path = importlib.resources.files("kcorrect") / "data" / "test" / "gst_tests_small.fits"
-    with importlib.resources.as_file(path) as p, fits.open(p) as hdul:
-        d = hdul[1].data
-        flux = np.asarray(d["MODELFLUX"], dtype=np.float64)
-        ext = np.asarray(d["EXTINCTION"], dtype=np.float64)
-        z = np.asarray(d["Z"], dtype=np.float64)
-    good = np.all(flux > 0, axis=1)
-    mags = 22.5 - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)) - ext + _AB_OFFSET
-    df = pd.DataFrame({"z": z, **{c: mags[:, i] for i, c in enumerate(MAG_COLUMNS)}})
-    keep = good & (df.mag_r > r_range[0]) & (df.mag_r < r_range[1]) & (df.z > z_range[0]) & (df.z < z_range[1])
-    return df[keep].reset_index(drop=True)
-
-
-def blue_cloud(catalog: pd.DataFrame) -> np.ndarray:
-    """Boolean mask of blue-cloud galaxies, u - r < 2.22 (Strateva et al. 2001).
-
-    Arguments:
-        catalog: with ``mag_u`` and ``mag_r``.
-
-    Returns:
-        (N,) bool.
-
-    References:
-        Strateva et al. 2001, AJ 122, 1861 (arXiv:astro-ph/0107201).
-    """
-    return np.asarray(catalog["mag_u"] - catalog["mag_r"] < 2.22)
-
-
-def matched_weights(sim: pd.DataFrame, real: pd.DataFrame, z_bins: int = 15, r_bins: int = 6) -> np.ndarray:
-    """Weights that give ``sim`` the joint (redshift, r) distribution of ``real``.
-
-    The real comparison sample is not a complete flux-limited survey (its counts fall beyond
-    r ~ 17.2, where a flux-limited sample's keep rising), and colours depend on redshift
-    through the K-correction, so colours are compared at matched (z, r): each simulated galaxy
-    is weighted by the ratio of the two normalised 2-D histograms in its cell (0 where the
-    simulation has no galaxy in a cell the real sample fills).
-
-    Arguments:
-        sim, real: catalogs with ``z`` and ``mag_r``.
-        z_bins, r_bins: cells over 0 < z < 0.3 and 16 < r < 17.78.
-
-    Returns:
-        (len(sim),) non-negative weights.
-    """
-    zb = np.linspace(0.0, 0.3, z_bins + 1)
-    rb = np.linspace(R_MIN, R_MAX, r_bins + 1)
-    hs = np.histogram2d(sim["z"], sim["mag_r"], [zb, rb])[0]
-    hr = np.histogram2d(real["z"], real["mag_r"], [zb, rb])[0]
-    ratio = np.divide(hr / hr.sum(), hs / hs.sum(), out=np.zeros_like(hr), where=hs > 0)
-    iz = np.clip(np.digitize(sim["z"], zb) - 1, 0, z_bins - 1)
-    ir = np.clip(np.digitize(sim["mag_r"], rb) - 1, 0, r_bins - 1)
-    return ratio[iz, ir]
-
-
-def compare_photometry(sim: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
-    """1-D Wasserstein distances of r, z, u-g, g-r, r-i, i-z between two blue-cloud samples.
-
-    Arguments:
-        sim: simulated catalog (``mag_*``, ``z``).
-        real: real catalog, e.g. :func:`real_sdss_photometry`.
-
-    Returns:
-        DataFrame with ``quantity``, ``wasserstein`` (as drawn), ``wasserstein_matched`` (the
-        simulated galaxies weighted to the real (z, r) distribution, :func:`matched_weights`),
-        ``median_sim``, ``median_real``, ``n_sim``, ``n_real`` (blue-cloud galaxies only).
-
-    References:
-        Strateva et al. 2001, AJ 122, 1861 (arXiv:astro-ph/0107201).
-    """
-    from scipy.stats import wasserstein_distance
-
-    s = sim[blue_cloud(sim)]
-    r = real[blue_cloud(real)]
-    w = matched_weights(s, r)
-    rows = []
-    for q in ("r", "z", "u-g", "g-r", "r-i", "i-z"):
-        vs, vr = photometry_value(s, q), photometry_value(r, q)
-        rows.append({"quantity": q, "wasserstein": float(wasserstein_distance(vs, vr)),
-                     "wasserstein_matched": float(wasserstein_distance(vs, vr, u_weights=w)),
-                     "median_sim": float(np.median(vs)), "median_real": float(np.median(vr)),
-                     "n_sim": len(vs), "n_real": len(vr)})
-    return pd.DataFrame(rows)
-
-
-def photometry_value(catalog: pd.DataFrame, quantity: str) -> np.ndarray:
-    """``r``, ``z`` or a colour such as ``u-g`` of a catalog, as float64."""
-    if quantity in ("r", "z"):
-        return np.asarray(catalog["mag_r"] if quantity == "r" else catalog["z"], dtype=np.float64)
-    a, b = quantity.split("-")
-    return np.asarray(catalog[f"mag_{a}"] - catalog[f"mag_{b}"], dtype=np.float64)

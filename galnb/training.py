@@ -13,49 +13,34 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from .cfm import CFM, ImageEncoder
+from .cfm import CFM, Cond, ImageEncoder
 from .data import Standardizer, Store, images_to_tensor
+from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .properties import MAG_COLUMNS, TARGETS
-from .runs import atomic_write
+from .runs import MODELS
 
 if TYPE_CHECKING:
-    from .metrics import Posterior
-    from .runs import Run, Scale
+    from .runs import Scale
 
 __all__ = [
-    "MODEL_KINDS",
     "STRUCTURE_COLUMNS",
     "condition_columns",
     "TrainConfig",
     "TrainResult",
-    "CheckpointError",
-    "build_model",
+    "TrainedCFM",
     "train_cfm",
+    "evaluate_loss",
     "load_trained",
-    "evaluation_rows",
-    "TrainedModel",
-    "posterior_on_test_set",
-    "time_sampling",
-    "solver_accuracy",
-    "structure_probe",
-    "structure_gain",
+    "learning_curve",
+    "optimiser_step",
 ]
 
-#: The CFM paper's two models, and "structure": photometry plus the true structural
-#: parameters the simulated images were rendered from, a reference that only a
-#: simulation allows (how much could a perfect image encoder add to photometry?).
-MODEL_KINDS: tuple[str, ...] = ("phot", "image", "structure")
 STRUCTURE_COLUMNS: tuple[str, ...] = ("axis_ratio", "r_half", "bulge_fraction")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
-#: Bumped when the checkpoint layout changes; older checkpoints are refused.
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, from another version or another data set."""
+_RETRAIN = "retrain with chapter 03"
 
 
 @dataclass(frozen=True)
@@ -77,7 +62,8 @@ class TrainConfig:
     @classmethod
     def for_scale(cls, scale: "Scale", model: str, seed: int = 0, **overrides) -> "TrainConfig":
         """The scale's hyperparameters for ``model``; an override given as None keeps the scale's value."""
-        config = {"lr": scale.lr, "max_epochs": scale.max_epochs, "patience": scale.patience, "lr_schedule": scale.lr_schedule}
+        config = {"lr": scale.lr, "max_epochs": scale.max_epochs, "patience": scale.patience,
+                  "lr_schedule": scale.lr_schedule}
         config.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model=model, seed=seed, **config)
 
@@ -86,8 +72,8 @@ class TrainConfig:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_KINDS:
-            raise ValueError(f"parameter model={self.model!r} is not valid; choose one of {MODEL_KINDS}")
+        if self.model not in MODELS:
+            raise ValueError(f"parameter model={self.model!r} is not valid; choose one of {MODELS}")
         for name in ("lr", "batch_size", "max_epochs", "patience"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"parameter {name}={getattr(self, name)!r} must be positive")
@@ -107,15 +93,98 @@ class TrainResult:
 
 def condition_columns(kind: str) -> tuple[str, ...]:
     """The catalog columns a model of ``kind`` is conditioned on (besides the image)."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model={kind!r} is not valid; choose one of {MODEL_KINDS}")
+    if kind not in MODELS:
+        raise ValueError(f"model={kind!r} is not valid; choose one of {MODELS}")
     return (*MAG_COLUMNS, *STRUCTURE_COLUMNS) if kind == "structure" else MAG_COLUMNS
 
 
-def build_model(kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> CFM:
-    """The CFM paper's photometry (``"phot"``) or image (``"image"``) model, or the ``"structure"`` reference."""
-    encoder = ImageEncoder() if kind == "image" else None
-    return CFM(len(TARGETS), len(condition_columns(kind)), hidden=hidden, depth=depth, sigma=sigma, encoder=encoder)
+class TrainedCFM(nn.Module):
+    """A CFM model with the standardisation it was trained with: the book's CFM estimator.
+
+    ``sample(cond, n)`` and ``log_prob(theta, cond)`` take the condition in the catalog's
+    units (magnitudes, and images as float tensors in [0, 1]) and return properties and
+    densities in physical units, like every estimator the book scores
+    (:class:`galnb.evaluation.PosteriorEstimator`). The network (:class:`galnb.cfm.CFM`, the
+    paper's method) works in standardised units; the means and standard deviations of the
+    training split are float64 buffers, so ``state_dict()`` is the whole model.
+
+    Arguments:
+        kind: ``"phot"``, ``"image"`` or ``"structure"`` (see ``MODELS``).
+        model: the network; its ``cond_dim`` is the number of condition columns of ``kind``.
+    """
+
+    def __init__(self, kind: str, model: CFM):
+        super().__init__()
+        self.kind, self.model = kind, model
+        for name, width in (("theta", model.theta_dim), ("cond", model.cond_dim)):
+            self.register_buffer(f"{name}_mean", torch.zeros(width, dtype=torch.float64))
+            self.register_buffer(f"{name}_std", torch.ones(width, dtype=torch.float64))
+        self.meta: dict = {}  # provenance of a loaded checkpoint (data set, config)
+        self.path: Path | None = None
+
+    @classmethod
+    def build(cls, kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> "TrainedCFM":
+        """An untrained model of ``kind``: the CFM paper's photometry or image model, or the structure reference."""
+        encoder = ImageEncoder() if kind == "image" else None
+        return cls(kind, CFM(len(TARGETS), len(condition_columns(kind)), hidden=hidden, depth=depth, sigma=sigma,
+                             encoder=encoder))
+
+    def config(self) -> dict:
+        """Constructor arguments, JSON-serialisable; :meth:`from_config` rebuilds the (untrained) model."""
+        return {"kind": self.kind, "model": self.model.config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrainedCFM":
+        return cls(config["kind"], CFM.from_config(config["model"]))
+
+    def set_standardisation(self, theta: Standardizer, cond: Standardizer) -> None:
+        """Keep the training split's statistics of the properties and of the condition columns."""
+        for name, std in (("theta", theta), ("cond", cond)):
+            getattr(self, f"{name}_mean").copy_(torch.as_tensor(std.mean, dtype=torch.float64))
+            getattr(self, f"{name}_std").copy_(torch.as_tensor(std.std, dtype=torch.float64))
+
+    @property
+    def log_det(self) -> float:
+        """log |d standardised / d physical| of the properties: added to every log-density."""
+        return float(-np.log(self.theta_std.cpu().numpy()).sum())
+
+    def condition(self, store: Store, rows: np.ndarray, device: str = "cpu") -> Cond:
+        """The condition of catalog ``rows``: magnitudes (M, C) float64, and (M, 3, H, W) images for an image model."""
+        store.require_columns(condition_columns(self.kind), f"the {self.kind} model's condition")
+        phot = torch.tensor(store.catalog.iloc[rows][list(condition_columns(self.kind))].to_numpy(np.float64))
+        if self.kind != "image":
+            return phot.to(device)
+        return images_to_tensor(store.images[np.asarray(rows)]).to(device), phot.to(device)
+
+    def standardised(self, cond: Cond) -> Cond:
+        """The network's condition: the columns standardised and cast to the network's dtype."""
+        if isinstance(cond, (tuple, list)):
+            return cond[0], self.standardised(cond[1])
+        dtype = self.model.net.layers[0].weight.dtype
+        return ((cond.to(self.cond_mean) - self.cond_mean) / self.cond_std).to(dtype)
+
+    def _physical(self, draws: Tensor) -> Tensor:
+        return draws.double() * self.theta_std + self.theta_mean
+
+    @torch.no_grad()
+    def sample(self, cond: Cond, n: int, steps: int = 100, method: str = "rk4",
+               generator: torch.Generator | None = None) -> Tensor:
+        """``(B, n, D)`` float64 posterior draws in physical units (see :meth:`galnb.cfm.CFM.sample`)."""
+        return self._physical(self.model.sample(self.standardised(cond), n, steps, method, generator=generator))
+
+    @torch.no_grad()
+    def log_prob(self, theta: Tensor, cond: Cond, steps: int = 100, method: str = "rk4") -> Tensor:
+        """``log q(theta | cond)`` per unit of each physical property; ``theta: (B, D)`` or ``(B, n, D)``."""
+        dtype = self.model.net.layers[0].weight.dtype
+        standard = ((theta.to(self.theta_mean) - self.theta_mean) / self.theta_std).to(dtype)
+        return self.model.log_prob(standard, self.standardised(cond), steps, method).double() + self.log_det
+
+    @torch.no_grad()
+    def sample_and_log_prob(self, cond: Cond, n: int, steps: int = 100, method: str = "rk4",
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draws ``(B, n, D)`` and their log-densities ``(B, n)``, physical units, in one integration."""
+        draws, lp = self.model.sample_and_log_prob(self.standardised(cond), n, steps, method, generator=generator)
+        return self._physical(draws), lp.double() + self.log_det
 
 
 def _features(cat: pd.DataFrame, kind: str, std: Standardizer) -> torch.Tensor:
@@ -133,7 +202,8 @@ class _Batches:
     def __init__(self, store: Store, split: str, kind: str, batch_size: int, shuffle: bool, seed: int):
         self.index = store.splits[split]
         cat = store.catalog.iloc[self.index]
-        self.theta = torch.from_numpy(store.standardizer(TARGETS).forward(cat[list(TARGETS)].to_numpy()).astype(np.float32))
+        theta = store.standardizer(TARGETS).forward(cat[list(TARGETS)].to_numpy())
+        self.theta = torch.from_numpy(theta.astype(np.float32))
         self.phot = _features(cat, kind, store.standardizer(condition_columns(kind)))
         self.images = store.images if kind == "image" else None
         self.batch_size, self.shuffle = batch_size, shuffle
@@ -169,36 +239,73 @@ def _cond(cond: tuple, device: str):
     return moved if len(moved) > 1 else moved[0]
 
 
-def _checkpoint_meta(config: TrainConfig, store: Store) -> dict:
-    return {
-        "version": CHECKPOINT_VERSION,
-        "config": asdict(config),
-        "data": store.fingerprint,
-        "image_size": store.image_size,
-        "theta_std": store.standardizer(TARGETS).to_dict(),
-        "phot_std": store.standardizer(condition_columns(config.model)).to_dict(),
-    }
+def _checkpoint_meta(config: TrainConfig, store: Store, estimator: TrainedCFM) -> dict:
+    return {"config": asdict(config), "model_config": estimator.config(), "data": store.fingerprint,
+            "image_size": store.image_size}
 
 
-def _save(path: Path, payload: dict) -> None:
-    with atomic_write(path) as fh:
-        torch.save(payload, fh)
+@dataclass
+class _Progress:
+    """Where a training run stands after an epoch: what ``last.pt`` stores besides the weights."""
+
+    history: list[dict]
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done: bool = False
 
 
-def _load_checkpoint(path: Path) -> dict:
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for truncated files
-        raise CheckpointError(f"{path}: cannot be read, truncated or corrupt ({err})") from err
-    if not isinstance(payload, dict) or payload.get("meta", {}).get("version") != CHECKPOINT_VERSION:
-        found = payload.get("meta", {}).get("version") if isinstance(payload, dict) else None
+def _resume(last: Path, meta: dict, estimator: TrainedCFM, optimiser, schedule) -> _Progress:
+    """Restore the model, optimiser, schedule and RNG from ``last.pt`` if it exists (else a fresh start)."""
+    if not last.exists():
+        return _Progress(history=[])
+    state = load_checkpoint(last, "cfm", _RETRAIN)
+    if state["meta"]["config"] != meta["config"] or state["meta"]["data"] != meta["data"]:
         raise CheckpointError(
-            f"{path}: checkpoint version {found!r}, this galnb reads version {CHECKPOINT_VERSION}; retrain with chapter 03"
+            f"{last}: was trained with {state['meta']['config']} on data {state['meta']['data']}; this run asks for "
+            f"{meta['config']} on data {meta['data']}. Use another run_dir or delete {last.parent}"
         )
-    return payload
+    estimator.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    if schedule is not None:
+        schedule.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return _Progress(**state["progress"])
 
 
-def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: str = "cpu", progress: bool = True) -> TrainResult:
+def optimiser_step(optimiser: torch.optim.Optimizer, loss: Tensor, max_grad_norm: float | None = None) -> None:
+    """One gradient step, as every training loop in galnb takes it: clear the gradients,
+    backpropagate ``loss``, clip the gradients' total norm to ``max_grad_norm`` if given, step."""
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        nn.utils.clip_grad_norm_([p for group in optimiser.param_groups for p in group["params"]], max_grad_norm)
+    optimiser.step()
+
+
+def _train_epoch(step: nn.Module, model: CFM, optimiser, train: "_Batches", device: str, epoch: int,
+                 config: TrainConfig, last: Path) -> tuple[list[float], int, float]:
+    """One pass over the training split: the batch losses, the samples seen, the seconds spent waiting on data."""
+    model.train()
+    losses, n_seen, wait = [], 0, 0.0
+    t_wait = time.perf_counter()
+    for theta, cond in train:
+        wait += time.perf_counter() - t_wait
+        loss = step(theta.to(device), *[c.to(device) for c in cond]).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at epoch {epoch}; lower lr (now {config.lr}) or check the data "
+                f"for extreme values. The last good checkpoint is {last}"
+            )
+        optimiser_step(optimiser, loss)
+        losses.append(loss.item())
+        n_seen += len(theta)
+        t_wait = time.perf_counter()
+    return losses, n_seen, wait
+
+
+def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: str = "cpu",
+              progress: bool = True) -> TrainResult:
     """Train (or resume training) a CFM model on a store's train split.
 
     Each epoch ends by writing ``last.pt`` (model, optimiser, history, RNG states);
@@ -222,81 +329,57 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     for stale in out_dir.glob(".*.tmp"):  # left by a process killed mid-write
         stale.unlink()
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.hidden, config.depth, config.sigma).to(device)
+    estimator = TrainedCFM.build(config.model, config.hidden, config.depth, config.sigma)
+    estimator.set_standardisation(store.standardizer(TARGETS), store.standardizer(condition_columns(config.model)))
+    estimator.to(device)
+    model = estimator.model
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Short runs at a high constant lr end with the weights jittering around a minimum;
     # annealing the rate settles them. Cosine, not a cut on a plateau, so that both models
     # get the same schedule whatever the noise in their validation losses.
     schedule = None
     if config.lr_schedule == "cosine":
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_epochs, eta_min=config.lr / 100)
-    meta = _checkpoint_meta(config, store)
-    history: list[dict] = []
-    best_val, best_epoch, bad_epochs, done = math.inf, 0, 0, False
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.max_epochs,
+                                                              eta_min=config.lr / 100)
+    meta = _checkpoint_meta(config, store, estimator)
     last = out_dir / "last.pt"
-    if last.exists():
-        state = _load_checkpoint(last)
-        if state["meta"]["config"] != meta["config"] or state["meta"]["data"] != meta["data"]:
-            raise CheckpointError(
-                f"{last}: was trained with {state['meta']['config']} on data {state['meta']['data']}; this run asks for "
-                f"{meta['config']} on data {meta['data']}. Use another run_dir or delete {out_dir}"
-            )
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        if schedule is not None:
-            schedule.load_state_dict(state["scheduler"])
-        history, best_val, best_epoch, bad_epochs, done = (
-            state["history"], state["best_val"], state["best_epoch"], state["bad_epochs"], state["done"],
-        )
-        torch.set_rng_state(state["torch_rng"])
-    resumed_from = len(history)
+    state = _resume(last, meta, estimator, optimiser, schedule)
+    resumed_from = len(state.history)
     train = _Batches(store, "train", config.model, config.batch_size, shuffle=True, seed=config.seed + resumed_from)
     val = _Batches(store, "val", config.model, 512, shuffle=False, seed=0)
     step = _LossModule(model)
     if device == "cuda" and torch.cuda.device_count() > 1:
         step = nn.DataParallel(step)
     t_start, n_seen, wait = time.perf_counter(), 0, 0.0
-    epochs = range(len(history) + 1, config.max_epochs + 1)
-    bar = tqdm(epochs, desc=f"train {config.model}", disable=not progress or done, unit="epoch")
+    epochs = range(resumed_from + 1, config.max_epochs + 1)
+    bar = tqdm(epochs, desc=f"train {config.model}", disable=not progress or state.done, unit="epoch")
     for epoch in bar:
-        if done:
+        if state.done:
             break
-        model.train()
-        t_epoch, losses = time.perf_counter(), []
-        t_wait = time.perf_counter()
-        for theta, cond in train:
-            wait += time.perf_counter() - t_wait
-            loss = step(theta.to(device), *[c.to(device) for c in cond]).mean()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}; lower lr (now {config.lr}) or check the data "
-                    f"for extreme values. The last good checkpoint is {last}"
-                )
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-            n_seen += len(theta)
-            t_wait = time.perf_counter()
+        t_epoch = time.perf_counter()
+        losses, seen, waited = _train_epoch(step, model, optimiser, train, device, epoch, config, last)
+        n_seen, wait = n_seen + seen, wait + waited
         val_loss = evaluate_loss(model, val, device, seed=config.seed)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                        "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch})
+        state.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                              "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - t_epoch})
         if schedule is not None:
             schedule.step()
-        if val_loss < best_val:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            _save(out_dir / "best.pt", {"meta": meta, "model": model.state_dict(), "epoch": epoch, "val_loss": val_loss})
+        if val_loss < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+            save_checkpoint(out_dir / "best.pt", "cfm", {"meta": meta, "model": estimator.state_dict(), "epoch": epoch,
+                                                          "val_loss": val_loss})
         else:
-            bad_epochs += 1
-        done = bad_epochs >= config.patience or epoch == config.max_epochs
-        _save(last, {"meta": meta, "model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history,
-                     "best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "done": done,
-                     "scheduler": None if schedule is None else schedule.state_dict(), "torch_rng": torch.get_rng_state()})
-        bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=best_epoch)
+            state.bad_epochs += 1
+        state.done = state.bad_epochs >= config.patience or epoch == config.max_epochs
+        save_checkpoint(last, "cfm", {"meta": meta, "model": estimator.state_dict(),
+                                      "optimiser": optimiser.state_dict(),
+                                      "progress": asdict(state), "torch_rng": torch.get_rng_state(),
+                                      "scheduler": None if schedule is None else schedule.state_dict()})
+        bar.set_postfix(train=f"{state.history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=state.best_epoch)
     wall = time.perf_counter() - t_start
-    train_time = sum(h["seconds"] for h in history[resumed_from:])
+    train_time = sum(h["seconds"] for h in state.history[resumed_from:])
     return TrainResult(
-        history=pd.DataFrame(history), best_epoch=best_epoch, wall_s=wall,
+        history=pd.DataFrame(state.history), best_epoch=state.best_epoch, wall_s=wall,
         samples_per_s=n_seen / train_time if train_time else float("nan"),
         data_wait_share=wait / train_time if train_time else float("nan"), resumed_from=resumed_from,
     )
@@ -316,66 +399,7 @@ def evaluate_loss(model: CFM, batches: _Batches, device: str, seed: int) -> floa
     return total / count
 
 
-@dataclass
-class TrainedModel:
-    """A trained CFM model with the standardisations it was trained with."""
-
-    kind: str
-    model: CFM
-    theta_std: Standardizer
-    phot_std: Standardizer
-    meta: dict
-    path: Path
-
-    def condition(self, store: Store, rows: np.ndarray, device: str = "cpu"):
-        """The model's standardised condition for catalog ``rows`` of ``store``."""
-        store.require_columns(condition_columns(self.kind), f"the {self.kind} model's condition")
-        phot = _features(store.catalog.iloc[rows], self.kind, self.phot_std)
-        if self.kind != "image":
-            return phot.to(device)
-        return images_to_tensor(store.images[np.asarray(rows)]).to(device), phot.to(device)
-
-    @torch.no_grad()
-    def posterior(self, store: Store, rows: np.ndarray, n_draws: int, steps: int, device: str = "cpu", seed: int = 0,
-                  method: str = "rk4", n_log_prob: int | None = None) -> "Posterior":
-        """Posterior draws and exact log-densities for catalog ``rows``, in physical units.
-
-        The first ``n_log_prob`` draws get their log-densities from the same integration that
-        makes them (it carries D tangent vectors, about 1 + D times the cost of a plain draw);
-        the rest are plain draws. log p(θ*|D) comes from a backward integration. Log-densities
-        get the standardisation Jacobian, so they are densities in the catalog's units,
-        comparable with any other model's.
-
-        Arguments:
-            rows: (M,) store rows.
-            n_draws: draws per object.
-            steps, method: the ODE solver.
-            n_log_prob: how many of the draws get a log-density (default: all of them).
-        """
-        from .metrics import Posterior
-
-        rows = np.asarray(rows)
-        n_log_prob = n_draws if n_log_prob is None else n_log_prob
-        if not 1 <= n_log_prob <= n_draws:
-            raise ValueError(f"n_log_prob={n_log_prob} must be between 1 and n_draws={n_draws}")
-        cond = self.condition(store, rows, device)
-        generator = torch.Generator(device).manual_seed(seed)
-        draws, lp_draws = self.model.sample_and_log_prob(cond, n_log_prob, steps, method, generator=generator)
-        if n_log_prob < n_draws:
-            rest = self.model.sample(cond, n_draws - n_log_prob, steps, method, generator=generator)
-            draws = torch.cat([draws, rest], dim=1)
-        truth = store.catalog.iloc[rows][list(TARGETS)].to_numpy()
-        true_std = torch.as_tensor(self.theta_std.forward(truth), dtype=torch.float32, device=device)
-        lp_true = self.model.log_prob(true_std, cond, steps, method)
-        jac = self.theta_std.log_det
-        return Posterior(rows, truth, self.theta_std.inverse(draws.cpu().double().numpy()),
-                         lp_true.cpu().double().numpy() + jac, lp_draws.cpu().double().numpy() + jac, TARGETS,
-                         {"model": self.kind, "steps": steps, "method": method, "n_draws": n_draws, "n_log_prob": n_log_prob,
-                          "data": self.meta["data"], "checkpoint": str(self.path)})
-
-
-
-def load_trained(model_dir: str | Path, store: Store, device: str = "cpu") -> TrainedModel:
+def load_trained(model_dir: str | Path, store: Store, device: str = "cpu") -> TrainedCFM:
     """Load ``best.pt`` from a model folder, refusing one trained on another data set.
 
     Raises:
@@ -383,154 +407,27 @@ def load_trained(model_dir: str | Path, store: Store, device: str = "cpu") -> Tr
     """
     path = Path(model_dir) / "best.pt"
     if not path.exists():
-        raise CheckpointError(f"{path}: no trained model here")
-    payload = _load_checkpoint(path)
+        raise CheckpointError(f"{path}: no trained model here; {_RETRAIN}")
+    payload = load_checkpoint(path, "cfm", _RETRAIN)
     meta = payload["meta"]
     if meta["data"] != store.fingerprint:
         raise CheckpointError(
             f"{path}: trained on data set {meta['data']}, but this run's data set is {store.fingerprint} "
             f"({store.root}); retrain with chapter 03 for this data"
         )
-    cfg = meta["config"]
-    model = build_model(cfg["model"], cfg["hidden"], cfg["depth"], cfg["sigma"])
+    estimator = TrainedCFM.from_config(meta["model_config"])
     try:
-        model.load_state_dict(payload["model"])
+        estimator.load_state_dict(payload["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit the {cfg['model']} architecture ({err})") from err
-    model.to(device).eval()
-    return TrainedModel(cfg["model"], model, Standardizer.from_dict(meta["theta_std"]),
-                        Standardizer.from_dict(meta["phot_std"]), meta, path)
+        raise CheckpointError(f"{path}: weights do not fit the {estimator.kind} architecture ({err})") from err
+    estimator.meta, estimator.path = meta, path
+    return estimator.to(device).eval()
 
 
-def evaluation_rows(run: "Run", store: Store) -> np.ndarray:
-    """The store rows that chapters 05 and 06 score: the first ``n_eval`` of the test split."""
-    return store.splits["test"][: run.scale.n_eval]
+def learning_curve(model_dir: str | Path) -> pd.DataFrame:
+    """The epochs trained so far in a model folder (from ``last.pt``): epoch, train_loss, val_loss, lr, seconds.
 
-
-def posterior_on_test_set(run: "Run", store: Store, kind: str) -> "Posterior":
-    """The ``kind`` model's posterior on the run's first ``n_eval`` test objects.
-
-    Computed once and cached in ``run.posterior_path(kind)``; the cache is reused only
-    if it was made from the same checkpoint (by hash), data set, draws and solver steps.
+    Raises:
+        CheckpointError naming the file if there is none or it cannot be read.
     """
-    from .metrics import Posterior
-    from .runs import file_hash
-
-    ckpt = run.require(run.model_dir(kind) / "best.pt", "03_train", model=kind)
-    expected = {"model": kind, "steps": run.scale.ode_steps, "method": "rk4", "n_draws": run.scale.n_draws,
-                "n_log_prob": run.scale.n_kl_draws, "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt)}
-    path = run.posterior_path(kind)
-    if path.exists():
-        cached = Posterior.load(path)
-        if all(cached.meta.get(k) == v for k, v in expected.items()):
-            return cached
-    trained = load_trained(ckpt.parent, store, run.device)
-    rows = evaluation_rows(run, store)
-    post = trained.posterior(store, rows, run.scale.n_draws, run.scale.ode_steps, run.device, seed=run.seed,
-                             n_log_prob=run.scale.n_kl_draws)
-    post.meta.update(expected)
-    post.save(path)
-    return post
-
-
-def time_sampling(trained: TrainedModel, store: Store, rows: np.ndarray, steps: int, n_draws: int = 1000) -> float:
-    """Seconds to draw ``n_draws`` samples for one object (RK4, averaged over ``rows``)."""
-    cond = trained.condition(store, np.asarray(rows), next(trained.model.parameters()).device.type)
-    start = time.perf_counter()
-    with torch.no_grad():
-        trained.model.sample(cond, n_draws, steps)
-    return (time.perf_counter() - start) / len(rows)
-
-
-def solver_accuracy(trained: TrainedModel, store: Store, rows: np.ndarray, prior,
-                    settings=(("euler", 10), ("midpoint", 5), ("midpoint", 10), ("rk4", 2), ("rk4", 5),
-                              ("rk4", 10), ("rk4", 25)), reference: tuple[str, int] = ("rk4", 100)) -> pd.DataFrame:
-    """Δlog p of test objects with cheaper ODE solvers against a reference solver.
-
-    Returns one row per setting: network evaluations per integration, and the mean and
-    largest absolute difference of Δlog p from the reference (nats).
-    """
-    from .cfm import METHODS
-
-    rows = np.asarray(rows)
-    device = next(trained.model.parameters()).device.type
-    cond = trained.condition(store, rows, device)
-    truth = store.catalog.iloc[rows][list(TARGETS)].to_numpy()
-    theta = torch.as_tensor(trained.theta_std.forward(truth), dtype=torch.float32, device=device)
-    log_prior = prior.log_prob(truth)
-
-    def dlogp(method: str, steps: int) -> np.ndarray:
-        lp = trained.model.log_prob(theta, cond, steps, method).cpu().double().numpy() + trained.theta_std.log_det
-        return lp - log_prior
-
-    ref = dlogp(*reference)
-    out = []
-    for method, steps in (*settings, reference):
-        diff = np.abs(dlogp(method, steps) - ref)
-        out.append({"method": method, "steps": steps, "evaluations": steps * METHODS[method],
-                    "mean |Δ| [nats]": float(diff.mean()), "max |Δ| [nats]": float(diff.max())})
-    return pd.DataFrame(out)
-
-
-def structure_probe(trained: TrainedModel, store: Store, fit_rows: np.ndarray, test_rows: np.ndarray) -> pd.DataFrame:
-    """How much of the true structure an image model's embedding holds: a linear read-out.
-
-    A ridge regression (regularisation chosen by cross-validation) predicts each of
-    ``STRUCTURE_COLUMNS`` from the image embedding f_img, and, for comparison, from the
-    photometry alone; fitted on ``fit_rows``, scored by R² on ``test_rows``.
-
-    Returns:
-        one row per structural parameter: ``parameter``, ``R² from f_img``, ``R² from photometry``.
-    """
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-
-    if trained.kind != "image":
-        raise ValueError(f"structure_probe needs the image model, got the {trained.kind!r} model")
-    store.require_columns(STRUCTURE_COLUMNS, "the structure probe")
-    device = next(trained.model.parameters()).device.type
-
-    def features(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            context = trained.model.encode(trained.condition(store, rows, device), batch=256).cpu().double().numpy()
-        f_img, phot = np.split(context, [trained.model.encoder.out_dim], axis=1)  # context is [f_img; f_phot]
-        return f_img, phot
-
-    (img_fit, phot_fit), (img_test, phot_test) = features(np.asarray(fit_rows)), features(np.asarray(test_rows))
-    out = []
-    for column in STRUCTURE_COLUMNS:
-        y_fit = store.catalog[column].to_numpy()[fit_rows]
-        y_test = store.catalog[column].to_numpy()[test_rows]
-        row = {"parameter": column}
-        for label, x_fit, x_test in (("f_img", img_fit, img_test), ("photometry", phot_fit, phot_test)):
-            ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x_fit, y_fit)
-            row[f"R² from {label}"] = r2_score(y_test, ridge.predict(x_test))
-        out.append(row)
-    return pd.DataFrame(out)
-
-
-def structure_gain(dlogp: dict[str, np.ndarray], probe: pd.DataFrame | None = None) -> str:
-    """Sentences on how much of the reference model's Δlog p gain over photometry the image model
-    realises and, given the :func:`structure_probe` table, which explanation the numbers support.
-
-    Arguments:
-        dlogp: per-galaxy Δlog p of the ``"phot"``, ``"image"`` and ``"structure"`` models.
-        probe: the probe's table (columns ``R² from f_img`` and ``R² from photometry``).
-    """
-    phot, image, ref = (float(np.mean(dlogp[k])) for k in ("phot", "image", "structure"))
-    head = (f"Given the true axis ratio, half-light radius and bulge fraction, the photometry network reaches a "
-            f"mean Δlog p of {ref:.2f} nats against {phot:.2f} from photometry alone")
-    if ref <= phot:
-        return head + ": the structure adds nothing measurable here, so the images cannot be expected to help."
-    share = (image - phot) / (ref - phot)
-    text = (head + f", a gain of {ref - phot:.2f} nats that the images could in principle provide; the image model's "
-            f"gain is {image - phot:+.2f} nats, {100 * share:.0f} % of it.")
-    if probe is None or share >= 0.5:
-        return text
-    seen, base = (float(probe[c].mean()) for c in ("R² from f_img", "R² from photometry"))
-    if seen - base < 0.1:
-        return text + (f" The embedding predicts the structure hardly better than the magnitudes do (mean R² {seen:.2f} "
-                       f"against {base:.2f}): the CNN has not learned to see it.")
-    return text + (f" Yet the embedding holds the structure (mean R² {seen:.2f} against {base:.2f} from the magnitudes): "
-                   f"the information reaches the velocity network, which has not learned to use it to put more "
-                   f"posterior density on the true values.")
+    return pd.DataFrame(load_checkpoint(Path(model_dir) / "last.pt", "cfm", _RETRAIN)["progress"]["history"])

@@ -38,7 +38,8 @@ run = start_chapter("01_data", scale=scale, data=data, seed=seed, device=device,
 # {cite}`speagle2014`, the mass–metallicity relation {cite}`tremonti2004`, and dust that grows
 # with mass and star formation. Spectra come from stellar-population synthesis with nebular
 # emission (`bagpipes` {cite}`carnall2018bagpipes`) with Calzetti attenuation
-# {cite}`calzetti2000` (which sets {term}`A_V`); the {term}`Dn4000` break is measured on the spectrum in the narrow bands of
+# {cite}`calzetti2000` (which sets {term}`A_V`); the {term}`Dn4000` break is measured on the spectrum in the
+# narrow bands of
 # {cite:t}`balogh1999`; the black-hole mass follows the $M$–$\sigma$ relation
 # {cite}`mcconnell2013`. Magnitudes are integrated through the real SDSS $ugriz$ curves.
 # Images are rendered with GalSim {cite}`rowe2015galsim`: a bulge and an inclined, dusty disk,
@@ -60,14 +61,13 @@ store.meta["params"]
 
 # %%
 import pandas as pd
-from myst_nb import glue
+
+from galnb.runs import glue_all
 
 funnel = pd.read_csv(run.data_dir / "funnel.csv") if (run.data_dir / "funnel.csv").exists() else pd.DataFrame()
 splits = pd.DataFrame({"split": list(store.splits), "galaxies": [len(v) for v in store.splits.values()]})
-glue("data_funnel", funnel.style.format(escape="html").hide(axis="index"), display=False)
-glue("data_splits", splits.style.hide(axis="index"), display=False)
-glue("data_n", len(catalog), display=False)
-glue("data_image_size", store.image_size, display=False)
+glue_all("data", funnel=funnel.style.format(escape="html").hide(axis="index"), splits=splits.style.hide(axis="index"),
+         n=len(catalog), image_size=store.image_size)
 
 # %% [markdown]
 # ```{glue:figure} data_funnel
@@ -97,7 +97,7 @@ stats
 # %%
 from galnb import plots
 
-glue("data_corner", plots.property_corner(catalog), display=False)
+glue_all("data", corner=plots.property_corner(catalog))
 
 # %% [markdown]
 # ```{glue:figure} data_corner
@@ -114,7 +114,7 @@ glue("data_corner", plots.property_corner(catalog), display=False)
 # $\log M_\star$ and $\log\mathrm{SFR}$); cutouts are {glue:text}`data_image_size` px at 0.396″/px.
 
 # %%
-glue("data_cutouts", plots.cutout_grid(catalog, store.images, seed=seed), display=False)
+glue_all("data", cutouts=plots.cutout_grid(catalog, store.images, seed=seed))
 
 # %% [markdown]
 # ```{glue:figure} data_cutouts
@@ -134,23 +134,22 @@ glue("data_cutouts", plots.cutout_grid(catalog, store.images, seed=seed), displa
 # survey's keep rising; see the $r$ panel below), so their redshifts run higher than the
 # simulation's. Colours depend on redshift through the K-correction, so besides the distances
 # as drawn we give them at matched redshift and magnitude: each simulated galaxy is weighted
-# to the real joint $(z, r)$ distribution (`galnb.simulation.matched_weights`).
+# to the real joint $(z, r)$ distribution (`galnb.validation.matched_weights`).
 
 # %%
-from galnb import simulation
+from galnb import validation
 
-real = simulation.real_sdss_photometry()
-sim_blue, real_blue = catalog[simulation.blue_cloud(catalog)], real[simulation.blue_cloud(real)]
-wd = simulation.compare_photometry(sim_blue, real_blue)
+real = validation.real_sdss_photometry()
+sim_blue, real_blue = catalog[validation.blue_cloud(catalog)], real[validation.blue_cloud(real)]
+wd = validation.compare_photometry(sim_blue, real_blue)
 colours = wd["quantity"].str.contains("-")
-glue("data_wd_table", wd.style.format(precision=3).hide(axis="index"), display=False)
-glue("data_real_n", len(real_blue), display=False)
-glue("data_wd_max_colour", float(wd.loc[colours, "wasserstein"].max()), display=False)
-glue("data_wd_max_colour_matched", float(wd.loc[colours, "wasserstein_matched"].max()), display=False)
+glue_all("data", wd_table=wd.style.format(precision=3).hide(axis="index"), real_n=len(real_blue),
+         wd_max_colour=float(wd.loc[colours, "wasserstein"].max()),
+         wd_max_colour_matched=float(wd.loc[colours, "wasserstein_matched"].max()))
 wd
 
 # %%
-glue("data_vs_real", plots.photometry_vs_real(sim_blue, real_blue, wd), display=False)
+glue_all("data", vs_real=plots.photometry_vs_real(sim_blue, real_blue, wd))
 
 # %% [markdown]
 # ```{glue:figure} data_vs_real

@@ -17,6 +17,7 @@ run_dir = "runs"
 
 # %%
 from galnb.runs import start_chapter
+
 run = start_chapter("02_cfm_theory", scale=scale, data=data, seed=seed, device=device, run_dir=run_dir)
 
 # %%
@@ -24,16 +25,15 @@ import time
 
 import numpy as np
 import torch
-from myst_nb import glue
 
 from galnb import plots
 from galnb.analytic import GaussianMixture1D, compare, fit, linear_gaussian
 from galnb.cfm import CFM
+from galnb.runs import glue_all
 
 SIGMA = 0.05  # the paper's path width
 STEPS = run.scale.ode_steps  # RK4 steps (100 in the paper, fewer at ci scale)
-glue("cfm_theory_sigma", SIGMA, display=False)
-glue("cfm_theory_steps", STEPS, display=False)
+glue_all("cfm_theory", sigma=SIGMA, steps=STEPS)
 
 # %% [markdown]
 # ## From noise to posterior along a straight line
@@ -75,7 +75,7 @@ glue("cfm_theory_steps", STEPS, display=False)
 # %%
 mixture = GaussianMixture1D()
 fig = plots.cfm_probability_path(mixture, sigma=SIGMA, seed=run.seed)
-glue("cfm_theory_path", fig, display=False)
+glue_all("cfm_theory", path=fig)
 
 # %% [markdown]
 # ```{glue:figure} cfm_theory_path
@@ -100,8 +100,14 @@ glue("cfm_theory_path", fig, display=False)
 #
 # Its minimiser over all functions is $u_t(\theta \mid x)$ for every $x$ at once: one network,
 # *amortised* over the data. The loss never needs the density of the posterior, only pairs
-# $(\theta_1, x)$. That is `CFM.loss` in `galnb/cfm.py`: three random numbers per pair, one
-# network call, a mean squared error.
+# $(\theta_1, x)$. That is `CFM.loss` in `galnb/cfm.py`, the code this book trains with:
+# three random numbers per pair, one network call, a mean squared error.
+#
+# ```{literalinclude} ../galnb/cfm.py
+# :pyobject: CFM.loss
+# :dedent: 4
+# :caption: galnb/cfm.py
+# ```
 
 # %% [markdown]
 # ## Sampling and the exact log-density
@@ -121,6 +127,14 @@ glue("cfm_theory_path", fig, display=False)
 # the divergence is computed exactly (the trace of the $D \times D$ Jacobian, by carrying $D$
 # tangent vectors through the network) instead of estimated. The evaluation chapter needs these
 # log-densities for its metrics.
+#
+# Both integrations use one fixed-step Runge–Kutta solver; the `g` it accumulates alongside
+# the state is the divergence when a log-density is wanted:
+#
+# ```{literalinclude} ../galnb/cfm.py
+# :pyobject: odeint
+# :caption: galnb/cfm.py
+# ```
 
 # %% [markdown]
 # ## A problem with a known posterior
@@ -129,7 +143,8 @@ glue("cfm_theory_path", fig, display=False)
 # $n \sim \mathcal{N}(0, \Sigma_n)$. The posterior is Gaussian,
 #
 # $$
-# p(\theta \mid x) = \mathcal{N}\!\left(\theta;\ \Sigma\left(\Sigma_0^{-1}\mu_0 + A^\top\Sigma_n^{-1}(x - b)\right),\ \Sigma\right),
+# p(\theta \mid x) = \mathcal{N}\!\left(\theta;\
+#   \Sigma\left(\Sigma_0^{-1}\mu_0 + A^\top\Sigma_n^{-1}(x - b)\right),\ \Sigma\right),
 # \qquad \Sigma = \left(\Sigma_0^{-1} + A^\top \Sigma_n^{-1} A\right)^{-1}.
 # $$
 #
@@ -143,8 +158,7 @@ problem2 = linear_gaussian(2)
 model2 = CFM(problem2.dim, problem2.obs_dim, sigma=SIGMA).to(run.device)
 start = time.time()
 losses2 = fit(model2, problem2, steps=run.scale.toy_train_steps, seed=run.seed)
-glue("cfm_theory_train_steps", run.scale.toy_train_steps, display=False)
-glue("cfm_theory_train_s", time.time() - start, display=False)
+glue_all("cfm_theory", train_steps=run.scale.toy_train_steps, train_s=time.time() - start)
 
 # %% [markdown]
 # Training took {glue:text}`cfm_theory_train_s:.0f` s for {glue:text}`cfm_theory_train_steps`
@@ -158,7 +172,7 @@ x2_t = torch.tensor(x2, dtype=torch.float32, device=run.device)
 path = model2.trajectory(x2_t[:1], n=400, steps=STEPS, generator=gen)[:, 0].cpu().numpy()
 mean2, cov2 = problem2.posterior(x2)
 fig = plots.cfm_trajectories(path, mean2[0], cov2, truth=truth2[0])
-glue("cfm_theory_trajectories", fig, display=False)
+glue_all("cfm_theory", trajectories=fig)
 
 # %% [markdown]
 # ```{glue:figure} cfm_theory_trajectories
@@ -172,10 +186,8 @@ glue("cfm_theory_trajectories", fig, display=False)
 # %%
 res2 = compare(model2, problem2, x2, n_draws=run.scale.toy_n_samples, steps=STEPS, seed=run.seed)
 fig = plots.cfm_posterior_vs_exact(res2["draws"], res2["exact_mean"], res2["exact_cov"], truths=truth2)
-glue("cfm_theory_posterior2d", fig, display=False)
-glue("cfm_theory_draws", run.scale.toy_n_samples, display=False)
-for key in ("mean_err", "sd_err", "logp_mae"):
-    glue(f"cfm_theory_2d_{key}", res2[key], display=False)
+glue_all("cfm_theory", posterior2d=fig, draws=run.scale.toy_n_samples,
+         **{f"2d_{key}": res2[key] for key in ("mean_err", "sd_err", "logp_mae")})
 
 # %% [markdown]
 # ```{glue:figure} cfm_theory_posterior2d
@@ -204,9 +216,8 @@ losses5 = fit(model5, problem5, steps=run.scale.toy_train_steps, seed=run.seed)
 truth5, x5 = problem5.simulate(16, np.random.default_rng(run.seed + 2))
 res5 = compare(model5, problem5, x5, n_draws=run.scale.toy_n_samples // 8, n_eval=40, steps=STEPS, seed=run.seed)
 fig = plots.cfm_moments_vs_exact(res5["mean"], res5["exact_mean"], res5["sd"], np.sqrt(np.diag(res5["exact_cov"])))
-glue("cfm_theory_moments5d", fig, display=False)
-for key in ("mean_err", "sd_err", "logp_mae", "logp_bias"):
-    glue(f"cfm_theory_5d_{key}", res5[key], display=False)
+glue_all("cfm_theory", moments5d=fig,
+         **{f"5d_{key}": res5[key] for key in ("mean_err", "sd_err", "logp_mae", "logp_bias")})
 
 # %% [markdown]
 # ```{glue:figure} cfm_theory_moments5d
@@ -233,7 +244,7 @@ fig = plots.cfm_log_prob_vs_exact({
     "2-D problem": (res2["logp_exact"], res2["logp_cfm"]),
     "5-D problem": (res5["logp_exact"], res5["logp_cfm"]),
 })
-glue("cfm_theory_logprob", fig, display=False)
+glue_all("cfm_theory", logprob=fig)
 
 # %% [markdown]
 # ```{glue:figure} cfm_theory_logprob

@@ -6,8 +6,12 @@
 # $[t;\theta;f_\mathrm{phot}]$ (input 11), and the **image model**, which adds a 256-D image
 # embedding $f_\mathrm{img}$ from a CNN of four stride-1 convolution blocks with average
 # pooling and global average pooling (input 267). The method itself is derived in
-# {doc}`02_cfm_theory`. The `model` parameter picks one; the book runs this notebook once
-# for each. The checkpoint goes into the run directory, where {doc}`05_evaluation` and
+# {doc}`02_cfm_theory`. A third model, the **structure reference**, is possible only on
+# simulated galaxies: the photometry model's network conditioned also on the true axis
+# ratio, half-light radius and bulge fraction the images were rendered from, which bounds
+# what a perfect image encoder could add ({doc}`05_evaluation` reads it that way). The `model`
+# parameter picks one (`phot`, `image` or `structure`); the book runs this notebook once for
+# each. The checkpoint goes into the run directory, where {doc}`05_evaluation` and
 # {doc}`06_degeneracy` find it.
 
 # %% tags=["parameters"]
@@ -66,20 +70,16 @@ result.history.tail()
 # model kept is the one at the best validation epoch.
 
 # %%
-from myst_nb import glue
-
 from galnb import plots
+from galnb.runs import glue_all
 
-glue("train_curves", plots.learning_curves(result.history, result.best_epoch, f"{model} model, {run.scale.name} scale"), display=False)
-glue("train_best_epoch", result.best_epoch, display=False)
-glue("train_epochs", len(result.history), display=False)
-glue("train_best_val", float(result.history["val_loss"].min()), display=False)
-glue("train_lr", f"{config.lr:g}", display=False)
-glue("train_lr_schedule", config.lr_schedule, display=False)
-glue("train_lr_last", f"{result.history['lr'].iloc[-1]:.2g}", display=False)
-glue("train_samples_per_s", result.samples_per_s, display=False)
-glue("train_wait_pct", 100 * result.data_wait_share, display=False)
-glue("train_wall_min", result.history["seconds"].sum() / 60, display=False)
+glue_all(
+    "train", curves=plots.learning_curves(result.history, result.best_epoch, f"{model} model, {run.scale.name} scale"),
+    best_epoch=result.best_epoch, epochs=len(result.history), best_val=float(result.history["val_loss"].min()),
+    lr=f"{config.lr:g}", lr_schedule=config.lr_schedule, lr_last=f"{result.history['lr'].iloc[-1]:.2g}",
+    samples_per_s=result.samples_per_s, wait_pct=100 * result.data_wait_share,
+    wall_min=result.history["seconds"].sum() / 60,
+)
 
 # %% [markdown]
 # ```{glue:figure} train_curves
@@ -107,8 +107,8 @@ glue("train_wall_min", result.history["seconds"].sum() / 60, display=False)
 # ## Summary and exercises
 #
 # The checkpoint `best.pt` in the run directory holds the weights, the configuration and
-# the standardisation statistics; {doc}`05_evaluation` loads it with
-# `galnb.training.load_trained`.
+# the standardisation statistics; {doc}`05_evaluation` loads it with `run.trained(model)`
+# (`galnb.training.load_trained`).
 #
 # Each solution is a collapsed cell that ran when this page was built.
 #
@@ -118,13 +118,11 @@ glue("train_wall_min", result.history["seconds"].sum() / 60, display=False)
 
 # %% tags=["hide-cell", "solution"]
 # Solution 1
-import torch
+from galnb.training import learning_curve
 
 for kind in ("phot", "image"):
-    last = run.model_dir(kind) / "last.pt"
-    if last.exists():
-        history = torch.load(last, weights_only=False)["history"]
-        print(kind, "best validation loss", round(min(h["val_loss"] for h in history), 4))
+    if (run.model_dir(kind) / "last.pt").exists():
+        print(kind, "best validation loss", round(learning_curve(run.model_dir(kind))["val_loss"].min(), 4))
     else:
         print(kind, "not trained yet:", run.papermill_command("03_train", model=kind))
 

@@ -20,6 +20,7 @@ run_dir = "runs"
 
 # %%
 from galnb.runs import start_chapter
+
 run = start_chapter("04_vae_nf", scale=scale, data=data, seed=seed, device=device, run_dir=run_dir)
 
 # %% [markdown]
@@ -40,18 +41,16 @@ run = start_chapter("04_vae_nf", scale=scale, data=data, seed=seed, device=devic
 # %%
 import numpy as np
 import pandas as pd
-from myst_nb import glue
 
-from galnb import plots, vaenf
+from galnb import plots, report, vaenf
 from galnb.data import ensure_store
 from galnb.properties import LINES, QUANTITIES, TARGETS, VAENF_CORE
+from galnb.runs import glue_all
 
 store = ensure_store(run)
 cat, splits = store.catalog, store.splits
 train, val, test = splits["train"], splits["val"], splits["test"]
-glue("vaenf_n_train", len(train), display=False)
-glue("vaenf_n_test", len(test), display=False)
-glue("vaenf_detectable_pct", 100 * cat["oh_detectable"].mean(), display=False)
+glue_all("vaenf", n_train=len(train), n_test=len(test), detectable_pct=100 * cat["oh_detectable"].mean())
 {k: len(v) for k, v in splits.items()}
 
 # %% [markdown]
@@ -68,14 +67,13 @@ glue("vaenf_detectable_pct", 100 * cat["oh_detectable"].mean(), display=False)
 # %%
 vae, vae_curve = vaenf.train_vae(
     store.images[train], epochs=run.scale.vae_epochs, batch_size=run.scale.batch_size,
-    lr=1e-4 if run.scale.name == "paper" else 1e-3,
+    lr=run.scale.vae_lr,
     val_images=store.images[val], seed=run.seed, device=run.device,
 )
 mu, sigma = vaenf.encode_images(vae, store.images)
-glue("vaenf_vae_epochs", run.scale.vae_epochs, display=False)
 shown = test[:8]
-glue("vaenf_reconstructions", plots.vaenf_reconstructions(store.images[shown], vaenf.decode_means(vae, store.images[shown])),
-     display=False)
+glue_all("vaenf", vae_epochs=run.scale.vae_epochs,
+         reconstructions=plots.vaenf_reconstructions(store.images[shown], vaenf.decode_means(vae, store.images[shown])))
 vae_curve.tail(3)
 
 # %% [markdown]
@@ -118,16 +116,15 @@ vae_curve.tail(3)
 # %%
 x_img = vaenf.flow_inputs(cat, (mu, sigma))
 x_phot = vaenf.flow_inputs(cat)
-fit = dict(n_ensemble=run.scale.n_ensemble, epochs=run.scale.flow_epochs, batch_size=256, seed=run.seed,
-           device=run.device)
+fit = dict(n_ensemble=run.scale.n_ensemble, epochs=run.scale.flow_epochs, batch_size=run.scale.flow_batch_size,
+           seed=run.seed, device=run.device)
 models, curves = {}, {}
 for name, x in (("image", x_img), ("phot", x_phot)):
     models[name], curves[name] = vaenf.fit_split(cat, x, splits, core=VAENF_CORE, lines=LINES, **fit)
     vaenf.save_ensemble(models[name], run.model_dir(f"vaenf-{name}") / "paper.pt",
                         vae=vae if name == "image" else None, data=store.fingerprint)
-glue("vaenf_n_ensemble", run.scale.n_ensemble, display=False)
-glue("vaenf_flow_epochs", run.scale.flow_epochs, display=False)
-glue("vaenf_curves", plots.vaenf_learning_curves(vae_curve, {f"{k} + NF": v for k, v in curves.items()}), display=False)
+glue_all("vaenf", n_ensemble=run.scale.n_ensemble, flow_epochs=run.scale.flow_epochs,
+         curves=plots.vaenf_learning_curves(vae_curve, {f"{k} + NF": v for k, v in curves.items()}))
 
 # %% [markdown]
 # ```{glue:figure} vaenf_curves
@@ -147,19 +144,17 @@ glue("vaenf_curves", plots.vaenf_learning_curves(vae_curve, {f"{k} + NF": v for 
 
 # %%
 inputs = {"image": x_img, "phot": x_phot}
-post = {k: vaenf.predict(m, inputs[k][test], run.scale.n_draws, seed=run.seed, device=run.device) for k, m in models.items()}
-r2 = {k: vaenf.r2_table(p, cat.iloc[test]) for k, p in post.items()}
+post = {k: vaenf.predict(m, inputs[k][test], run.scale.n_draws, seed=run.seed, device=run.device)
+        for k, m in models.items()}
+r2 = {k: vaenf.ensemble_r2(p, cat.iloc[test]) for k, p in post.items()}
 short = {n: QUANTITIES[n].short for n in (*VAENF_CORE, "oh12", *LINES)}
 order = ["z", "log_mstar", "log_sfr", "log_mbh", "oh12"]
 table1 = pd.DataFrame(
-    [vaenf.PAPER_R2["image+phot+NF"], vaenf.PAPER_R2["phot+NF"], r2["image"][order], r2["phot"][order]],
+    [report.PAPER_R2["image+phot+NF"], report.PAPER_R2["phot+NF"], r2["image"][order], r2["phot"][order]],
     index=["paper (SDSS): image + phot + NF", "paper (SDSS): phot + NF", "here (simulated): image + phot + NF",
            "here (simulated): phot + NF"])[order].rename(columns=short)
-glue("vaenf_table1", table1.style.format(precision=2), display=False)
-for k in r2:
-    for n, v in r2[k].items():
-        glue(f"vaenf_r2_{k}_{n}", v, display=False)
-glue("vaenf_n_draws", run.scale.n_draws, display=False)
+glue_all("vaenf", table1=table1.style.format(precision=2), n_draws=run.scale.n_draws,
+         **{f"r2_{k}_{n}": v for k in r2 for n, v in r2[k].items()})
 table1
 
 # %% [markdown]
@@ -189,10 +184,10 @@ table1
 # ## Emission lines
 
 # %%
-line_table = pd.DataFrame([vaenf.PAPER_LINE_R2, r2["image"][list(LINES)].round(2), r2["phot"][list(LINES)].round(2)],
+line_table = pd.DataFrame([report.PAPER_LINE_R2, r2["image"][list(LINES)].round(2), r2["phot"][list(LINES)].round(2)],
                           index=["paper (SDSS): image + phot + NF", "here: image + phot + NF", "here: phot + NF"])
 line_table = line_table.rename(columns=short)
-glue("vaenf_line_table", line_table, display=False)
+glue_all("vaenf", line_table=line_table)
 line_table
 
 # %% [markdown]
@@ -214,8 +209,8 @@ truth = {n: cat.iloc[test][n].to_numpy() for n in (*VAENF_CORE, "oh12")}
 truth.update({n: np.log1p(cat.iloc[test][n].clip(lower=0).to_numpy()) for n in LINES})
 means = dict(zip(post["image"].params, post["image"].mean().T))
 means.update(zip(LINES, post["image"].mean(lines=True).T))
-glue("vaenf_pred_vs_true", plots.vaenf_pred_vs_true(truth, means, r2["image"],
-                                                     grey={"oh12": ~cat.iloc[test]["oh_detectable"].to_numpy()}), display=False)
+glue_all("vaenf", pred_vs_true=plots.vaenf_pred_vs_true(truth, means, r2["image"],
+                                                        grey={"oh12": ~cat.iloc[test]["oh_detectable"].to_numpy()}))
 
 # %% [markdown]
 # ```{glue:figure} vaenf_pred_vs_true
@@ -239,10 +234,11 @@ glue("vaenf_pred_vs_true", plots.vaenf_pred_vs_true(truth, means, r2["image"],
 post_val = vaenf.predict(models["image"], x_img[val], run.scale.n_draws, seed=run.seed, device=run.device)
 sig = vaenf.uncertainty_table(post_val)
 cols = ["log_mbh", "log_mstar", "oh12", "log_sfr", "z", *LINES]
-table2 = pd.DataFrame([vaenf.PAPER_SIGMA["aleatoric"], vaenf.PAPER_SIGMA["epistemic"], sig["aleatoric"], sig["epistemic"]],
+paper = report.PAPER_SIGMA
+table2 = pd.DataFrame([paper["aleatoric"], paper["epistemic"], sig["aleatoric"], sig["epistemic"]],
                       index=["paper: σ_ale", "paper: σ_epi", "here: σ_ale", "here: σ_epi"])[cols].rename(columns=short)
-glue("vaenf_table2", table2.style.format(precision=3), display=False)
-glue("vaenf_epi_ratio_max", float((sig["epistemic"] / sig["aleatoric"]).max()), display=False)
+glue_all("vaenf", table2=table2.style.format(precision=3),
+         epi_ratio_max=float((sig["epistemic"] / sig["aleatoric"]).max()))
 table2
 
 # %% [markdown]
@@ -263,10 +259,9 @@ table2
 # %%
 prob = post["image"].detect.mean(0)
 cm = vaenf.confusion_matrix(cat.iloc[test]["oh_detectable"], prob)
-glue("vaenf_confusion", plots.vaenf_confusion(cm), display=False)
-glue("vaenf_accuracy_pct", 100 * np.trace(cm.to_numpy()) / cm.to_numpy().sum(), display=False)
-glue("vaenf_majority_pct", 100 * max(cat.iloc[test]["oh_detectable"].mean(), 1 - cat.iloc[test]["oh_detectable"].mean()),
-     display=False)
+measurable = cat.iloc[test]["oh_detectable"].mean()
+glue_all("vaenf", confusion=plots.vaenf_confusion(cm), accuracy_pct=100 * np.trace(cm.to_numpy()) / cm.to_numpy().sum(),
+         majority_pct=100 * max(measurable, 1 - measurable))
 cm
 
 # %% [markdown]
@@ -297,9 +292,8 @@ galaxy = vaenf.representative_galaxy(cat, test)
 steps = np.linspace(-3, 3, 7)
 images, values, lin_r2 = vaenf.perturbation_grid(vae, mu[train], cat.iloc[train], ["z", "log_sfr", "log_mstar"],
                                                  mu[galaxy], steps)
-glue("vaenf_perturbation", plots.vaenf_perturbation(images, values), display=False)
-for n, v in lin_r2.items():
-    glue(f"vaenf_latent_r2_{n}", v, display=False)
+glue_all("vaenf", perturbation=plots.vaenf_perturbation(images, values),
+         **{f"latent_r2_{n}": v for n, v in lin_r2.items()})
 
 # %% [markdown]
 # ```{glue:figure} vaenf_perturbation
@@ -323,8 +317,7 @@ for n, v in lin_r2.items():
 rows = np.random.default_rng(run.seed).permutation(len(cat))[: min(len(cat), 5000)]
 emb = {"image latents": vaenf.umap_embedding(mu[rows], seed=run.seed),
        "latents + photometry": vaenf.umap_embedding(np.hstack([mu[rows], x_phot[rows]]), seed=run.seed)}
-glue("vaenf_umap", plots.vaenf_umap(emb, {n: cat.iloc[rows][n].to_numpy() for n in ("log_mstar", "log_mbh")}),
-     display=False)
+glue_all("vaenf", umap=plots.vaenf_umap(emb, {n: cat.iloc[rows][n].to_numpy() for n in ("log_mstar", "log_mbh")}))
 
 # %% [markdown]
 # ```{glue:figure} vaenf_umap
@@ -340,11 +333,11 @@ glue("vaenf_umap", plots.vaenf_umap(emb, {n: cat.iloc[rows][n].to_numpy() for n 
 # %%
 g = int(np.where(test == galaxy)[0][0])
 draws = post["image"].draws[:, g].reshape(-1, len(post["image"].params))
-glue("vaenf_corner_params", plots.vaenf_corner(draws, cat.loc[galaxy, list(post["image"].params)].to_numpy(float),
-                                               post["image"].params), display=False)
 line_draws = post["image"].lines[:, g].reshape(-1, len(LINES))
-glue("vaenf_corner_lines", plots.vaenf_corner(line_draws, np.log1p(cat.loc[galaxy, list(LINES)].to_numpy(float)), LINES),
-     display=False)
+glue_all("vaenf",
+         corner_params=plots.vaenf_corner(draws, cat.loc[galaxy, list(post["image"].params)].to_numpy(float),
+                                          post["image"].params),
+         corner_lines=plots.vaenf_corner(line_draws, np.log1p(cat.loc[galaxy, list(LINES)].to_numpy(float)), LINES))
 
 # %% [markdown]
 # ```{glue:figure} vaenf_corner_params
@@ -371,7 +364,11 @@ glue("vaenf_corner_lines", plots.vaenf_corner(line_draws, np.log1p(cat.loc[galax
 # first test galaxies go to the run directory for {doc}`05_evaluation`.
 
 # %%
-from galnb.training import evaluation_rows
+import torch
+
+from galnb import evaluation
+from galnb.evaluation import evaluation_rows
+from galnb.metrics import r2_score
 
 rows_eval = evaluation_rows(run, store)  # the rows chapters 05 and 06 score
 r2_five = {}
@@ -379,13 +376,14 @@ for name, x in (("image", x_img), ("phot", x_phot)):
     five, _ = vaenf.fit_split(cat, x, splits, core=vaenf.CFM_CORE, lines=(), b2_all=True, **fit)
     vaenf.save_ensemble(five, run.model_dir(f"vaenf-{name}") / "targets.pt", vae=vae if name == "image" else None,
                         data=store.fingerprint)
-    out = vaenf.posterior_npz(five, x[rows_eval], cat.iloc[rows_eval][list(TARGETS)].to_numpy(), rows_eval,
-                              run.scale.n_draws, run.posterior_path(f"vaenf-{name}"), seed=run.seed,
-                              meta={"model": f"vaenf-{name}", "data": store.fingerprint, "scale": run.scale.name},
-                              device=run.device)
-    r2_five[f"{name} + NF"] = vaenf.r2_score(out["theta_true"], out["samples"].mean(1))
+    post_five = evaluation.posterior(
+        vaenf.EnsembleMixture(five, device=run.device), torch.as_tensor(x[rows_eval]),
+        cat.iloc[rows_eval][list(TARGETS)].to_numpy(), rows_eval, run.scale.n_draws, seed=run.seed,
+        meta={"model": f"vaenf-{name}", "data": store.fingerprint, "scale": run.scale.name, "n_ensemble": len(five)})
+    post_five.save(run.posterior_path(f"vaenf-{name}"))
+    r2_five[f"{name} + NF"] = r2_score(post_five.theta_true, post_five.mean)
 table_five = pd.DataFrame(r2_five, index=[QUANTITIES[t].short for t in TARGETS]).T
-glue("vaenf_r2_five", table_five.style.format(precision=2), display=False)
+glue_all("vaenf", r2_five=table_five.style.format(precision=2))
 table_five
 
 # %% [markdown]
@@ -440,8 +438,8 @@ print(f"one galaxy's draws: {np.corrcoef(draws[:, i_m], draws[:, i_z])[0, 1]:.2f
 x_mu = np.hstack([mu, x_phot])
 one = {**fit, "n_ensemble": 1}
 models_mu, _ = vaenf.fit_split(cat, x_mu, splits, core=VAENF_CORE, lines=LINES, **one)
-r2_one = {inputs: vaenf.r2_table(vaenf.predict(m[:1], x[test], run.scale.n_draws, seed=run.seed, device=run.device),
-                                 cat.iloc[test])
+r2_one = {inputs: vaenf.ensemble_r2(vaenf.predict(m[:1], x[test], run.scale.n_draws, seed=run.seed, device=run.device),
+                                    cat.iloc[test])
           for inputs, m, x in (("means + σ", models["image"], x_img), ("means only", models_mu, x_mu))}
 pd.DataFrame(r2_one).round(2)
 

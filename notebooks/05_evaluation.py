@@ -42,11 +42,10 @@ run = start_chapter("05_evaluation", scale=scale, data=data, seed=seed, device=d
 # {doc}`04_vae_nf`.
 
 # %%
-from galnb.data import load_store
+from galnb.evaluation import posterior_on_test_set
 from galnb.metrics import Posterior
-from galnb.training import posterior_on_test_set
 
-store = load_store(run.require(run.data_dir / "meta.json", "01_data").parent)
+store = run.store()
 posteriors = {kind: posterior_on_test_set(run, store, kind) for kind in ("phot", "image")}
 for name in ("vaenf-image", "vaenf-phot"):
     posteriors[name] = Posterior.load(run.require(run.posterior_path(name), "04_vae_nf"))
@@ -56,7 +55,8 @@ for name in ("vaenf-image", "vaenf-phot"):
 # %% [markdown]
 # ## The empirical prior $p(\theta)$
 #
-# The {term}`empirical prior` enters both metrics: $\Delta\log p$ and $D_\mathrm{KL}$ compare the posterior with the distribution of the
+# The {term}`empirical prior` enters both metrics: $\Delta\log p$ and $D_\mathrm{KL}$ compare the posterior with
+# the distribution of the
 # properties in the data set, not with the Gaussian base of the flow. We estimate it with a
 # Gaussian kernel density estimate of the training split, its bandwidth chosen by the
 # log-likelihood of the validation split; the table shows that choice against a single
@@ -77,27 +77,26 @@ prior.validation
 # %%
 import numpy as np
 from IPython.display import Markdown
-from myst_nb import glue
 
-from galnb import metrics, plots
+from galnb import metrics, plots, report
+from galnb.runs import glue_all
 
-glue("eval_n_draws", run.scale.n_draws, display=False)
-glue("eval_n_kl_draws", run.scale.n_kl_draws, display=False)
-glue("eval_ode_steps", run.scale.ode_steps, display=False)
 dlogp = {name: metrics.delta_log_p(post, prior) for name, post in posteriors.items()}
 log_ratio = {name: metrics.log_ratio_to_prior(post, prior) for name, post in posteriors.items()}
 dkl = {name: r.mean(axis=1) for name, r in log_ratio.items()}
-# Monte Carlo standard error of each galaxy's D_KL, then its median over galaxies and models
-glue("eval_dkl_mc_se", float(np.median([r.std(axis=1) / np.sqrt(r.shape[1]) for r in log_ratio.values()])), display=False)
-glue("eval_fig1", plots.accuracy_informativeness(dlogp, dkl), display=False)
-for name in ("image", "phot"):
-    glue(f"eval_dlogp_mu_{name}", float(dlogp[name].mean()), display=False)
-    glue(f"eval_dkl_mu_{name}", float(dkl[name].mean()), display=False)
-glue("eval_win_dlogp", 100 * metrics.win_rate(dlogp["image"], dlogp["phot"]), display=False)
-glue("eval_win_dkl", 100 * metrics.win_rate(dkl["image"], dkl["phot"]), display=False)
-glue("eval_n_test", len(posteriors["image"].test_index), display=False)
-glue("eval_verdict", Markdown(metrics.verdict({"mean Δlog p": (dlogp["image"].mean(), dlogp["phot"].mean()),
-                                      "mean D_KL": (dkl["image"].mean(), dkl["phot"].mean())})), display=False)
+glue_all(
+    "eval", n_draws=run.scale.n_draws, n_kl_draws=run.scale.n_kl_draws, ode_steps=run.scale.ode_steps,
+    # Monte Carlo standard error of each galaxy's D_KL, then its median over galaxies and models
+    dkl_mc_se=float(np.median([r.std(axis=1) / np.sqrt(r.shape[1]) for r in log_ratio.values()])),
+    fig1=plots.accuracy_informativeness(dlogp, dkl),
+    **{f"dlogp_mu_{name}": float(dlogp[name].mean()) for name in ("image", "phot")},
+    **{f"dkl_mu_{name}": float(dkl[name].mean()) for name in ("image", "phot")},
+    win_dlogp=100 * metrics.win_rate(dlogp["image"], dlogp["phot"]),
+    win_dkl=100 * metrics.win_rate(dkl["image"], dkl["phot"]),
+    n_test=len(posteriors["image"].test_index),
+    verdict=Markdown(report.verdict({"mean Δlog p": (dlogp["image"].mean(), dlogp["phot"].mean()),
+                                     "mean D_KL": (dkl["image"].mean(), dkl["phot"].mean())})),
+)
 
 # %% [markdown]
 # ```{glue:figure} eval_fig1
@@ -130,11 +129,11 @@ glue("eval_verdict", Markdown(metrics.verdict({"mean Δlog p": (dlogp["image"].m
 
 # %%
 wd = metrics.wasserstein_table(posteriors)
-wd_paper = metrics.wasserstein_with_paper(wd)
-glue("eval_wd_table", wd_paper.style.format(precision=4).hide(axis="index"), display=False)
-glue("eval_wd_image_wins", int((wd["image"] < wd["phot"]).sum()), display=False)
-glue("eval_wd_verdict", Markdown(metrics.verdict({f"WD of {r.property}": (-r.image, -r.phot) for r in wd.itertuples()},
-                                                 better="smaller")), display=False)
+wd_paper = report.wasserstein_with_paper(wd)
+glue_all("eval", wd_table=wd_paper.style.format(precision=4).hide(axis="index"),
+         wd_image_wins=int((wd["image"] < wd["phot"]).sum()),
+         wd_verdict=Markdown(report.verdict({f"WD of {r.property}": (-r.image, -r.phot) for r in wd.itertuples()},
+                                            better="smaller")))
 
 # %% [markdown]
 # ```{glue:figure} eval_wd_table
@@ -154,31 +153,26 @@ glue("eval_wd_verdict", Markdown(metrics.verdict({f"WD of {r.property}": (-r.ima
 # simulated images hold little that the magnitudes do not, or the CNN has not learned to
 # read it. The simulation can tell them apart, because we know what each image was rendered
 # from. The **structure reference** is the photometry model's network conditioned also on
-# the true axis ratio, half-light radius and bulge fraction (trained here with the same
-# settings as {doc}`03_train`): roughly what a perfect image encoder could add (roughly,
+# the true axis ratio, half-light radius and bulge fraction (trained in {doc}`03_train`
+# with the same settings as the other two): roughly what a perfect image encoder could add (roughly,
 # because the images also hold colour gradients and noise). A linear read-out of the image
 # model's 256-D embedding $f_\mathrm{img}$ then shows how much of that structure the CNN
 # has extracted. With real SDSS data, whose truths are unknown, this section is skipped.
 
 # %%
-from galnb.training import STRUCTURE_COLUMNS, TrainConfig, load_trained, structure_gain, structure_probe, train_cfm
+from galnb.evaluation import structure_probe
+from galnb.training import STRUCTURE_COLUMNS
 
-simulated = set(STRUCTURE_COLUMNS) <= set(store.catalog.columns)
-if simulated:
-    train_cfm(store, run.model_dir("structure"), TrainConfig.for_scale(run.scale, "structure", seed),
-              device=run.device, progress=False)
+if set(STRUCTURE_COLUMNS) <= set(store.catalog.columns):
     reference = posterior_on_test_set(run, store, "structure")
-    test_rows = posteriors["image"].test_index
-    probe = structure_probe(load_trained(run.model_dir("image"), store, run.device), store, store.splits["val"], test_rows)
-    gain = structure_gain({**dlogp, "structure": metrics.delta_log_p(reference, prior)}, probe)
-    glue("eval_structure_gain", Markdown(gain), display=False)
-    glue("eval_structure_dkl", float(metrics.kl_to_prior(reference, prior).mean()), display=False)
-    glue("eval_probe", probe.style.format(precision=3).hide(axis="index"), display=False)
+    probe = structure_probe(run.trained("image", store), store, store.splits["val"], posteriors["image"].test_index)
+    gain = report.structure_gain({**dlogp, "structure": metrics.delta_log_p(reference, prior)}, probe)
+    glue_all("eval", structure_gain=Markdown(gain), structure_dkl=float(metrics.kl_to_prior(reference, prior).mean()),
+             probe=probe.style.format(precision=3).hide(axis="index"))
 else:
-    glue("eval_structure_gain", Markdown("This data set has no true structural parameters (real data): no reference."),
-         display=False)
-    glue("eval_structure_dkl", float("nan"), display=False)
-    glue("eval_probe", Markdown("(no structural truths in this data set)"), display=False)
+    glue_all("eval",
+             structure_gain=Markdown("This data set has no true structural parameters (real data): no reference."),
+             structure_dkl=float("nan"), probe=Markdown("(no structural truths in this data set)"))
 
 # %% [markdown]
 # {glue:md}`eval_structure_gain` The reference's mean $D_\mathrm{KL}$ is
@@ -215,10 +209,10 @@ else:
 means = {name: post.mean for name, post in posteriors.items()}
 rows = posteriors["image"].test_index
 planes = ((0, 2, (0.2, 0.3)), (0, 1, (0.15, 0.15)), (1, 2, (0.8, 0.7)))  # (x, y, box quantiles)
-picked = [metrics.select_box(means["image"][:, [x, y]], q, seed=seed) for x, y, q in planes]
+picked = [report.select_box(means["image"][:, [x, y]], q, seed=seed) for x, y, q in planes]
 fig2 = plots.scaling_relations(posteriors["image"].theta_true, means, store.images[rows],
                                [box for box, _ in picked], [members for _, members in picked])
-glue("eval_fig2", fig2, display=False)
+glue_all("eval", fig2=fig2)
 
 # %% [markdown]
 # ```{glue:figure} eval_fig2
@@ -236,15 +230,14 @@ glue("eval_fig2", fig2, display=False)
 # photometry model on {glue:text}`eval_solver_n` test galaxies, against RK4-100.
 
 # %%
-from galnb.training import solver_accuracy
+from galnb.evaluation import solver_accuracy
 
-solver = solver_accuracy(load_trained(run.model_dir("phot"), store, run.device), store, rows[:50], prior)
+solver = solver_accuracy(run.trained("phot", store), store, rows[:50], prior)
 cheap = solver[(solver["mean |Δ| [nats]"] < 0.01) & (solver["evaluations"] < 400)]
-glue("eval_solver_curve", plots.solver_cost_curve(solver), display=False)
-glue("eval_solver_n", min(50, len(rows)), display=False)
 best = cheap.loc[cheap.evaluations.idxmin()] if len(cheap) else None
-glue("eval_solver_best", Markdown(f"{best.method} with {best.steps} steps" if best is not None else "none of those tried"), display=False)
-glue("eval_solver_saving", float(400 / cheap.evaluations.min()) if len(cheap) else float("nan"), display=False)
+glue_all("eval", solver_curve=plots.solver_cost_curve(solver), solver_n=min(50, len(rows)),
+         solver_best=Markdown(f"{best.method} with {best.steps} steps" if best is not None else "none of those tried"),
+         solver_saving=float(400 / cheap.evaluations.min()) if len(cheap) else float("nan"))
 solver
 
 # %% [markdown]
@@ -267,10 +260,8 @@ solver
 # %%
 ranks = {name: metrics.sbc_ranks(post) for name, post in posteriors.items()}
 tarp = {name: metrics.tarp_coverage(post, seed=seed) for name, post in posteriors.items()}
-glue("eval_sbc", plots.rank_histograms(ranks, run.scale.n_draws), display=False)
-glue("eval_tarp", plots.tarp_curves(tarp), display=False)
-for name, (_, _, atc) in tarp.items():
-    glue(f"eval_atc_{name}", atc, display=False)
+glue_all("eval", sbc=plots.rank_histograms(ranks, run.scale.n_draws), tarp=plots.tarp_curves(tarp),
+         **{f"atc_{name}": atc for name, (_, _, atc) in tarp.items()})
 
 # %% [markdown]
 # ```{glue:figure} eval_sbc
@@ -300,14 +291,15 @@ for name, (_, _, atc) in tarp.items():
 # galaxy on this run's hardware.
 
 # %%
-from galnb.training import time_sampling
+from galnb.evaluation import time_sampling
 
-speed = {kind: time_sampling(load_trained(run.model_dir(kind), store, run.device), store, rows[:4], run.scale.ode_steps)
+speed = {kind: time_sampling(run.trained(kind, store), store, rows[:4], run.scale.ode_steps)
          for kind in ("phot", "image")}
-speed.update({name: posteriors[name].meta.get("seconds_per_1000_draws", float("nan")) for name in ("vaenf-image", "vaenf-phot")})
+speed.update({name: posteriors[name].meta.get("seconds_per_1000_draws", float("nan"))
+              for name in ("vaenf-image", "vaenf-phot")})
 head = metrics.head_to_head(posteriors, dlogp, dkl, tarp, speed)
-glue("eval_head_to_head", head.style.format(precision=3), display=False)
-glue("eval_r2", metrics.r2_table(posteriors).style.format(precision=3).hide(axis="index"), display=False)
+glue_all("eval", head_to_head=head.style.format(precision=3),
+         r2=metrics.r2_table(posteriors).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
 # ```{glue:figure} eval_head_to_head
@@ -340,10 +332,13 @@ glue("eval_r2", metrics.r2_table(posteriors).style.format(precision=3).hide(axis
 
 # %% tags=["hide-cell", "solution"]
 # Solution 1
-trained = load_trained(run.model_dir("phot"), store, run.device)
+from galnb.evaluation import cfm_posterior
+
+trained = run.trained("phot", store)
 few = rows[:20]
 for steps in (2, 5, run.scale.ode_steps):
-    post = trained.posterior(store, few, run.scale.n_draws, steps, run.device, seed=seed, n_log_prob=1)  # Δlog p needs no draw densities
+    # Δlog p needs no draw densities: one draw per galaxy carries one
+    post = cfm_posterior(trained, store, few, run.scale.n_draws, steps, seed=seed, n_log_prob=1)
     print(f"RK4 with {steps:3d} steps: mean Δlog p {metrics.delta_log_p(post, prior).mean():.3f} nats")
 
 # %% tags=["hide-cell", "solution"]

@@ -23,10 +23,9 @@ from galnb.runs import start_chapter
 run = start_chapter("06_degeneracy", scale=scale, data=data, seed=seed, device=device, run_dir=run_dir, galaxy=galaxy)
 
 # %%
-from galnb.data import load_store
-from galnb.training import evaluation_rows, posterior_on_test_set
+from galnb.evaluation import evaluation_rows, posterior_on_test_set
 
-store = load_store(run.require(run.data_dir / "meta.json", "01_data").parent)
+store = run.store()
 n_test = len(evaluation_rows(run, store))
 if not -1 <= galaxy < n_test:
     raise ValueError(f"parameter galaxy={galaxy} is not valid; choose -1 (the rule-based pair only) "
@@ -43,15 +42,15 @@ truth, rows = posteriors["image"].theta_true, posteriors["image"].test_index
 
 # %%
 from IPython.display import Markdown
-from myst_nb import glue
 
-from galnb import metrics, plots
+from galnb import metrics, plots, report
+from galnb.runs import glue_all
 
-picks = metrics.dust_age_examples(truth)
+picks = report.dust_age_examples(truth)
 fig3 = plots.dust_age_posteriors({k: [p.samples[i] for i in picks.values()] for k, p in posteriors.items()},
                                  [truth[i] for i in picks.values()], [store.images[rows[i]] for i in picks.values()],
                                  list(picks))
-glue("degeneracy_fig3", fig3, display=False)
+glue_all("degeneracy", fig3=fig3)
 
 # %% [markdown]
 # ```{glue:figure} degeneracy_fig3
@@ -73,15 +72,14 @@ glue("degeneracy_fig3", fig3, display=False)
 morph = store.catalog.iloc[rows][["inclination", "axis_ratio", "bulge_fraction"]]
 table = metrics.degeneracy_table(posteriors, morph)
 summary = table.groupby("model")[["corr", "area68", "distance"]].median()
-closer = metrics.win_rate(-table.query("model == 'image'")["distance"].to_numpy(), -table.query("model == 'phot'")["distance"].to_numpy())
-glue("degeneracy_summary", summary.style.format(precision=3), display=False)
-glue("degeneracy_closer_pct", 100 * closer, display=False)
-glue("degeneracy_verdict", Markdown(metrics.verdict({"median 68 % area": (-summary.loc["image", "area68"], -summary.loc["phot", "area68"]),
-                                            "median distance from the truth": (-summary.loc["image", "distance"], -summary.loc["phot", "distance"])},
-                                           better="smaller")), display=False)
-for kind in ("phot", "image"):
-    glue(f"degeneracy_area_{kind}", float(summary.loc[kind, "area68"]), display=False)
-    glue(f"degeneracy_corr_{kind}", float(summary.loc[kind, "corr"]), display=False)
+distance = {kind: table.query(f"model == '{kind}'")["distance"].to_numpy() for kind in ("image", "phot")}
+closer = metrics.win_rate(-distance["image"], -distance["phot"])
+verdict = report.verdict({"median 68 % area": (-summary.loc["image", "area68"], -summary.loc["phot", "area68"]),
+                          "median distance from the truth": (-summary.loc["image", "distance"],
+                                                             -summary.loc["phot", "distance"])}, better="smaller")
+glue_all("degeneracy", summary=summary.style.format(precision=3), closer_pct=100 * closer, verdict=Markdown(verdict),
+         **{f"area_{kind}": float(summary.loc[kind, "area68"]) for kind in ("phot", "image")},
+         **{f"corr_{kind}": float(summary.loc[kind, "corr"]) for kind in ("phot", "image")})
 
 # %% [markdown]
 # ```{glue:figure} degeneracy_summary
@@ -106,8 +104,8 @@ for kind in ("phot", "image"):
 # photometry averages away.
 
 # %%
-glue("degeneracy_vs_inclination", plots.degeneracy_vs_morphology(table, "inclination", ("area68", "distance")), display=False)
-glue("degeneracy_vs_bulge", plots.degeneracy_vs_morphology(table, "bulge_fraction", ("area68", "distance")), display=False)
+glue_all("degeneracy", vs_inclination=plots.degeneracy_vs_morphology(table, "inclination", ("area68", "distance")),
+         vs_bulge=plots.degeneracy_vs_morphology(table, "bulge_fraction", ("area68", "distance")))
 
 # %% [markdown]
 # ```{glue:figure} degeneracy_vs_inclination
@@ -138,7 +136,9 @@ glue("degeneracy_vs_bulge", plots.degeneracy_vs_morphology(table, "bulge_fractio
 # `papermill notebooks/06_degeneracy.ipynb out.ipynb -p galaxy 17`.
 
 # %%
-glue("degeneracy_last_position", n_test - 1, display=False)
+from IPython.display import display
+
+glue_all("degeneracy", last_position=n_test - 1)
 if galaxy >= 0:
     one = plots.dust_age_posteriors({k: [p.samples[galaxy]] for k, p in posteriors.items()}, [truth[galaxy]],
                                     [store.images[rows[galaxy]]], [f"test galaxy {galaxy}"])

@@ -73,12 +73,14 @@ def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, brow
     browser.get(path.as_uri())
     assert browser.title, f"{page}: no title"
     sizes = browser.execute_script(
-        "return Array.from(document.querySelectorAll('main img')).map(i => [i.src, i.complete, i.naturalWidth, i.naturalHeight])")
+        "return Array.from(document.querySelectorAll('main img'))"
+        ".map(i => [i.src, i.complete, i.naturalWidth, i.naturalHeight])")
     broken = [s for s in sizes if not (s[1] and s[2] > 0 and s[3] > 0)]
     assert not broken, f"{page}: images with no size: {broken[:5]}"
     text = browser.execute_script("return document.querySelector('main').innerText")
     assert "Traceback" not in text, f"{page}: shows a traceback"
-    stderr = browser.execute_script("return document.querySelectorAll('.output.stderr, .output.error, .output.traceback').length")
+    stderr = browser.execute_script(
+        "return document.querySelectorAll('.output.stderr, .output.error, .output.traceback').length")
     assert stderr == 0, f"{page}: {stderr} error/stderr output blocks"
     if page.startswith("notebooks/") or page == "book/results":
         assert sizes, f"{page}: no figures at all"
@@ -133,7 +135,8 @@ def test_benchmarks_page_shows_each_record_and_names_the_command_for_a_missing_o
     assert "1234.5678" not in text, "numbers are rounded for the page"
     assert text.count("Not yet recorded") == 2
     for name in ("simulation", "memory"):
-        assert f"Not yet recorded. Run `python benchmarks/bench_{name}.py --json benchmarks/results/{name}.json`" in text
+        assert (f"Not yet recorded. Run `python benchmarks/bench_{name}.py "
+                f"--json benchmarks/results/{name}.json`") in text
 
 
 @pytest.mark.parametrize("galaxy, ok", [(3, True), (100_000, False)])

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.func import jacrev, vmap
 
 from galnb.analytic import fit, linear_gaussian
 from galnb.cfm import CFM, METHODS, ImageEncoder, odeint
@@ -42,59 +41,14 @@ def _nonlinear_model(theta_dim: int = 2, cond_dim: int = 3, seed: int = 0) -> CF
     return model.double()
 
 
-# -- the exact divergence and the precomputed first layer ----------------------------------
-def test_fast_path_equals_full_network():
-    model = CFM(5, 5, hidden=16, depth=3).double()
-    cond = torch.randn(4, 5, dtype=torch.double)
-    theta = torch.randn(4, 6, 5, dtype=torch.double)
-    bias = model.net.context_bias(model.encode(cond))
-    full = model.velocity(0.37, theta.reshape(-1, 5), cond.repeat_interleave(6, 0)).reshape(4, 6, 5)
-    torch.testing.assert_close(model.net.fast(0.37, theta, bias), full)
-    torch.testing.assert_close(model.net.fast_with_divergence(0.37, theta, bias)[0], full)
-
-
-@pytest.mark.parametrize("activation", ["silu", "tanh", "softplus"])
-def test_folded_velocity_equals_full_network_for_every_chunk_it_is_reused_on(activation):
-    torch.manual_seed(3)
-    model = CFM(5, 4, hidden=20, depth=3, activation=activation).double()  # 21 columns pad to 32
-    velocity = model.net.integrand(4 * 6)
-    for b, n in [(4, 6), (1, 6), (3, 5)]:  # a full chunk, then smaller ones in the same buffers
-        cond, theta = torch.randn(b, 4, dtype=torch.double), torch.randn(b, n, 5, dtype=torch.double)
-        full = model.velocity(0.8, theta.reshape(-1, 5), cond.repeat_interleave(n, 0)).reshape(b, n, 5)
-        torch.testing.assert_close(velocity(0.8, theta, model.net.context_bias(model.encode(cond))), full)
-    with pytest.raises(ValueError, match="25 draws in one call; .* at most 24"):
-        velocity(0.8, torch.zeros(5, 5, 5, dtype=torch.double), torch.zeros(5, 20, dtype=torch.double))
-
-
-@pytest.mark.parametrize("activation", ["silu", "tanh", "softplus"])
-def test_exact_divergence_matches_autograd_and_finite_differences(activation):
-    torch.manual_seed(1)
-    model = CFM(3, 2, hidden=8, depth=2, activation=activation).double()
-    cond = torch.randn(2, 2, dtype=torch.double)
-    theta = torch.randn(2, 4, 3, dtype=torch.double)
-    bias = model.net.context_bias(model.encode(cond))
-    _, div = model.net.fast_with_divergence(0.6, theta, bias)
-
-    def v(x, c):
-        return model.velocity(0.6, x[None], c[None])[0]
-
-    jac = vmap(jacrev(v))(theta.reshape(-1, 3), cond.repeat_interleave(4, 0))
-    torch.testing.assert_close(div.reshape(-1), jac.diagonal(dim1=-2, dim2=-1).sum(-1))
-    eps, fd = 1e-6, torch.zeros(2, 4, dtype=torch.double)
-    for j in range(3):
-        step = torch.zeros(3, dtype=torch.double)
-        step[j] = eps
-        fd += (model.net.fast(0.6, theta + step, bias) - model.net.fast(0.6, theta - step, bias))[..., j] / (2 * eps)
-    torch.testing.assert_close(div, fd, atol=1e-7, rtol=1e-6)
-
-
 def test_solvers_converge_at_their_order():
     def f(t, y):
         return y * math.cos(t), None  # y(t) = exp(sin t)
 
     exact = math.exp(math.sin(1.0))
     for method, order in [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)]:
-        errs = [abs(odeint(f, torch.ones(1, dtype=torch.double), 0.0, 1.0, s, method)[0].item() - exact) for s in (8, 16)]
+        errs = [abs(odeint(f, torch.ones(1, dtype=torch.double), 0.0, 1.0, s, method)[0].item() - exact)
+                for s in (8, 16)]
         assert math.log2(errs[0] / errs[1]) == pytest.approx(order, abs=0.3), method
     assert set(METHODS) >= {"euler", "midpoint", "rk4"}
 
@@ -115,7 +69,6 @@ def test_log_prob_matches_change_of_variables_of_the_flow_map():
     """log q(theta_1) = log N(theta_0) - log|det d theta_1 / d theta_0|, Jacobian by autograd."""
     model = _nonlinear_model(seed=2)
     cond = torch.randn(1, 3, dtype=torch.double)
-    bias = model.net.context_bias(model.encode(cond))
 
     def flow(x0):  # the differentiable forward (the sampler's FoldedVelocity has no autograd)
         return odeint(lambda t, y: (model.velocity(t, y, cond), None), x0.view(1, 2), 0.0, 1.0, 50, "rk4")[0].view(2)

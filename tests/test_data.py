@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import synthetic_catalog
 from galnb import data
 from galnb.data import StoreError
+
+from conftest import synthetic_catalog
 
 
 def test_store_round_trip_reads_images_memory_mapped(tiny_store):
@@ -54,7 +55,8 @@ def test_missing_column_is_named(tmp_path):
 
 def test_wrong_image_shape_is_refused(tmp_path):
     with pytest.raises(StoreError, match=r"uint8 \(N, H, H, 3\)"):
-        data.write_store(tmp_path / "s", synthetic_catalog(20), np.zeros((20, 16, 16), np.uint8), seed=0, source="user", params={})
+        data.write_store(tmp_path / "s", synthetic_catalog(20), np.zeros((20, 16, 16), np.uint8), seed=0,
+                         source="user", params={})
 
 
 def test_truncated_image_cube_names_the_file(tiny_store):
@@ -102,7 +104,8 @@ def test_failed_rewrite_keeps_no_half_store_that_loads(tiny_store, monkeypatch):
 
     monkeypatch.setattr(np, "save", crash)
     with pytest.raises(OSError):
-        data.write_store(tiny_store.root, tiny_store.catalog, np.asarray(tiny_store.images), seed=0, source="mock", params={})
+        data.write_store(tiny_store.root, tiny_store.catalog, np.asarray(tiny_store.images), seed=0, source="mock",
+                         params={})
     with pytest.raises(StoreError, match="meta.json missing"):
         data.load_store(tiny_store.root)
 

@@ -1,9 +1,9 @@
 """The two install routes list the same dependencies, and torch stays pinned."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

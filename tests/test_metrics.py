@@ -14,7 +14,10 @@ def gaussian_posterior(mean, std, truth, n=4000, seed=0):
     """Draws and exact log-densities of independent Gaussians N(mean, std²) per object."""
     rng = np.random.default_rng(seed)
     samples = mean[:, None, :] + std * rng.normal(size=(len(mean), n, D))
-    logpdf = lambda x: stats.norm.logpdf(x, mean[:, None, :] if x.ndim == 3 else mean, std).sum(-1)
+
+    def logpdf(x):
+        return stats.norm.logpdf(x, mean[:, None, :] if x.ndim == 3 else mean, std).sum(-1)
+
     return Posterior(np.arange(len(mean)), truth, samples, logpdf(truth), logpdf(samples))
 
 
@@ -104,21 +107,6 @@ def test_posterior_file_round_trip(tmp_path):
     post.save(tmp_path / "p.npz")
     back = Posterior.load(tmp_path / "p.npz")
     assert back.meta == post.meta and np.allclose(back.samples, post.samples, atol=1e-6)
-
-
-def test_select_box_members_lie_inside():
-    pts = np.random.default_rng(7).normal(size=(500, 2))
-    (x0, x1, y0, y1), members = metrics.select_box(pts, (0.3, 0.3))
-    assert len(members) == 3
-    assert np.all((pts[members, 0] >= x0) & (pts[members, 0] <= x1) & (pts[members, 1] >= y0) & (pts[members, 1] <= y1))
-
-
-def test_dust_age_examples_pick_opposite_corners():
-    rng = np.random.default_rng(8)
-    theta = rng.normal(size=(500, D))
-    picks = metrics.dust_age_examples(theta)
-    old, young = theta[picks["old, dust-poor"]], theta[picks["young, dust-rich"]]
-    assert old[3] > young[3] and old[4] < young[4]
 
 
 def test_degeneracy_table_recovers_a_known_correlation():

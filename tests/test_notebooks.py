@@ -1,6 +1,5 @@
 """The paired notebooks: in step with their sources, parameterised, quick to refuse bad input."""
 
-import json
 import os
 import subprocess
 import sys
@@ -66,7 +65,8 @@ def _papermill(*args, timeout=120):
 def test_bad_parameter_fails_within_seconds_naming_valid_values(tmp_path, params, message):
     import re
 
-    proc, seconds = _papermill("notebooks/03_train.ipynb", str(tmp_path / "out.ipynb"), "-p", "run_dir", str(tmp_path), *params)
+    proc, seconds = _papermill("notebooks/03_train.ipynb", str(tmp_path / "out.ipynb"), "-p", "run_dir", str(tmp_path),
+                               *params)
     assert proc.returncode != 0
     assert re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-2000:]
     assert seconds < 60, f"took {seconds:.0f} s to refuse a bad parameter"

@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _papermill(notebook: str, out: Path, run_dir: Path, *params: str) -> None:
-    env = {**os.environ, "GALNB_RUN_DIR": str(run_dir), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "GALNB_RUN_DIR": str(run_dir),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("GALNB_SCALE", None)
     flags = [x for p in params for x in ("-p", *p.split("="))]
-    result = subprocess.run([sys.executable, "-m", "papermill", f"notebooks/{notebook}.ipynb", str(out / f"{notebook}.ipynb"), *flags],
+    result = subprocess.run([sys.executable, "-m", "papermill", f"notebooks/{notebook}.ipynb",
+                             str(out / f"{notebook}.ipynb"), *flags],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -49,5 +51,5 @@ def test_rerun_with_the_same_seed_reproduces_weights_posteriors_and_metric_table
     timed = ["s per 1,000 draws"]  # wall-clock measurements: the one thing a rerun may change
     for table in tables:
         a_tab, b_tab = (pd.read_csv(d / "metrics" / table, index_col=0) for d in (first, second))
-        pd.testing.assert_frame_equal(a_tab.drop(columns=timed, errors="ignore"), b_tab.drop(columns=timed, errors="ignore"),
-                                      check_exact=True, obj=table)
+        pd.testing.assert_frame_equal(a_tab.drop(columns=timed, errors="ignore"),
+                                      b_tab.drop(columns=timed, errors="ignore"), check_exact=True, obj=table)

@@ -1,6 +1,5 @@
 """Faults tried for real: training and data generation killed with SIGKILL resume to valid results."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,8 @@ def test_training_killed_mid_epoch_resumes_from_the_last_complete_checkpoint(tin
         import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
         from galnb.data import load_store
         from galnb.training import TrainConfig, train_cfm
-        train_cfm(load_store({str(tiny_store.root)!r}), {str(tmp_path / 'm')!r}, TrainConfig(**{CONFIG!r}), progress=False)
+        train_cfm(load_store({str(tiny_store.root)!r}), {str(tmp_path / 'm')!r}, TrainConfig(**{CONFIG!r}),
+                  progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     last = tmp_path / "m" / "last.pt"
@@ -42,14 +42,15 @@ def test_training_killed_mid_epoch_resumes_from_the_last_complete_checkpoint(tin
     assert list(result.history["epoch"]) == list(range(1, CONFIG["max_epochs"] + 1))
     assert not list((tmp_path / "m").glob(".*.tmp")), "no half-written checkpoint left behind"
     trained = load_trained(tmp_path / "m", tiny_store)
-    assert trained.posterior(tiny_store, tiny_store.splits["test"][:2], 4, 4).samples.shape == (2, 4, 5)
+    assert trained.sample(trained.condition(tiny_store, tiny_store.splits["test"][:2]), 4, steps=4).shape == (2, 4, 5)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_data_generation_killed_while_rendering_resumes_and_matches_an_uninterrupted_run(tmp_path):
     args = dict(n=120, image_size=24, seed=4, chunk_size=20)
     work = tmp_path / "partial"
-    script = f"from galnb.simulation import simulate_survey; simulate_survey(**{args!r}, progress=False, work_dir={str(work)!r})"
+    script = (f"from galnb.simulation import simulate_survey; "
+              f"simulate_survey(**{args!r}, progress=False, work_dir={str(work)!r})")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     deadline = time.time() + 180
     while time.time() < deadline and len(list(work.glob("images-*.npy"))) < 2:

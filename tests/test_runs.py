@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from galnb import runs
+from galnb import io, runs
 
 
 def test_auto_scale_is_ci_without_cuda(monkeypatch):
@@ -36,7 +36,8 @@ def test_environment_variable_overrides_scale(monkeypatch):
 )
 def test_bad_parameters_name_the_valid_choices(tmp_path, monkeypatch, kwargs, message):
     monkeypatch.delenv("GALNB_SCALE", raising=False)
-    params = {"scale": "ci", "data": "mock", "seed": 0, "device": "cpu", "run_dir": str(tmp_path), "show": False, **kwargs}
+    params = {"scale": "ci", "data": "mock", "seed": 0, "device": "cpu", "run_dir": str(tmp_path), "show": False,
+              **kwargs}
     with pytest.raises(ValueError, match=message):
         runs.start_chapter("test", **params)
 
@@ -73,7 +74,8 @@ def test_run_directory_is_keyed_by_scale_data_and_seed(tmp_path, monkeypatch):
 def test_missing_artifact_names_the_chapter_and_command(tmp_path, monkeypatch):
     monkeypatch.delenv("GALNB_SCALE", raising=False)
     run = runs.start_chapter("05", scale="ci", data="mock", seed=0, device="cpu", run_dir=str(tmp_path), show=False)
-    with pytest.raises(runs.MissingArtifact, match=r"(?s)chapter 03_train.*papermill notebooks/03_train.ipynb .*-p model phot"):
+    with pytest.raises(runs.MissingArtifact,
+                       match=r"(?s)chapter 03_train.*papermill notebooks/03_train.ipynb .*-p model phot"):
         run.require(run.model_dir("phot") / "best.pt", "03_train", model="phot")
 
 
@@ -81,7 +83,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "result.json"
     target.write_text("old")
     with pytest.raises(RuntimeError):
-        with runs.atomic_write(target, "w") as fh:
+        with io.atomic_write(target, "w") as fh:
             fh.write("half")
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
@@ -100,7 +102,7 @@ def test_finish_writes_a_manifest_entry_with_parameters_and_artifact_hashes(tmp_
     run.finish(artifacts=[ckpt])
     entry = json.loads((run.dir / "manifest.json").read_text())["03_train-phot"]
     assert entry["parameters"] == {"scale": "ci", "data": "mock", "seed": 0, "device": "cpu", "model": "phot"}
-    assert entry["artifacts"] == {"models/phot/best.pt": runs.file_hash(ckpt)}
+    assert entry["artifacts"] == {"models/phot/best.pt": io.file_hash(ckpt)}
     assert entry["wall_s"] >= 0 and "torch" in entry["packages"] and entry["git_commit"]
 
 

@@ -194,7 +194,8 @@ def test_full_download_gives_a_store_that_load_store_opens_with_the_right_shapes
     store = download(tmp_path / "data", server, image_size=64)
     again = load_store(tmp_path / "data", verify=True)
     assert store.images.shape == again.images.shape == (N_ROWS, 64, 64, 3) and again.images.dtype == np.uint8
-    assert set(REQUIRED_COLUMNS) <= set(again.catalog.columns) and set(sdss.CATALOG_COLUMNS) == set(again.catalog.columns)
+    assert (set(REQUIRED_COLUMNS) <= set(again.catalog.columns)
+            and set(sdss.CATALOG_COLUMNS) == set(again.catalog.columns))
     assert sum(len(v) for v in again.splits.values()) == N_ROWS and again.meta["source"] == "sdss"
     assert sorted(p.name for p in (tmp_path / "data" / "cutouts").glob("*.jpg")) == \
         sorted(f"{o}.jpg" for o in fake_catalog().objid)

@@ -1,7 +1,8 @@
-"""Tests of galnb/vaenf.py: densities, the chain-rule sampler, checkpoints, shapes."""
+"""Tests of galnb/vaenf/: densities, the chain-rule sampler, the mixture posterior, checkpoints, shapes."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,12 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
+from galnb import evaluation
+from galnb.data import images_to_tensor
+from galnb.io import CheckpointError
+from galnb.metrics import Posterior, r2_score
 from galnb.properties import TARGETS
 from galnb.vaenf import (
     CFM_CORE,
     VAE,
     VAENF,
-    CheckpointError,
+    EnsembleMixture,
     VAENFData,
     confusion_matrix,
     encode_images,
@@ -23,9 +28,7 @@ from galnb.vaenf import (
     latent_directions,
     load_ensemble,
     perturbational_decoding,
-    posterior_npz,
     predict,
-    r2_score,
     save_ensemble,
     train_vae,
 )
@@ -57,7 +60,7 @@ def _grid_log_prob(model: VAENF, x: torch.Tensor, n: int = 48, half_width: float
     for mean, std in [*zip(model.core_mean, model.core_std), (model.b2_mean[0], model.b2_std[0])]:
         axes.append(torch.linspace(float(mean - half_width * std), float(mean + half_width * std), n))
     mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
-    logp = model.log_prob_params(x[:1], mesh[None])[0]
+    logp = model.log_prob(mesh[None], x[:1])[0]
     cell = math.prod(float(a[1] - a[0]) for a in axes)
     return mesh, logp, cell
 
@@ -75,24 +78,9 @@ def test_samples_and_log_prob_describe_the_same_distribution():
     mesh, logp, cell = _grid_log_prob(model, x)
     grid_mean = (mesh * (logp.exp() * cell)[:, None]).sum(0)
     torch.manual_seed(1)
-    draws = model.sample_params(x, 20_000)[0]
+    draws = model.sample(x, 20_000)[0]
     sd = draws.std(0)
     assert torch.all((draws.mean(0) - grid_mean).abs() < 0.05 * sd + 1e-3)
-
-
-def test_line_log_prob_matches_importance_sampling_normalisation():
-    torch.manual_seed(0)
-    model = VAENF(3, core=("a", "b"), b2="c", lines=("l1", "l2", "l3", "l4"), hidden=16, transforms=4, flow_hidden=(16,))
-    _roughen(model, 0.2)
-    model.line_std.copy_(torch.tensor([0.5, 1.0, 2.0, 0.3]))
-    model.eval()
-    x = torch.randn(1, 3)
-    # E_q[p/q] = 1 for a broad Gaussian proposal q covering p
-    centre = model.sample_lines(x, 4000)[0]
-    q = torch.distributions.Normal(centre.mean(0), 3 * centre.std(0))
-    y = q.sample((40_000,))
-    logw = model.log_prob_lines(x.expand(len(y), 3), y) - q.log_prob(y).sum(-1)
-    assert logw.exp().mean().item() == pytest.approx(1.0, abs=0.05)
 
 
 def test_metallicity_branch_conditions_on_sampled_core_parameters():
@@ -102,14 +90,14 @@ def test_metallicity_branch_conditions_on_sampled_core_parameters():
         first, last = hyper[0], hyper[2]
         for p in hyper.parameters():
             p.zero_()
-        hidden = model.config["hidden"]
+        hidden = model.hidden
         first.weight[0, hidden], first.weight[1, hidden] = 1.0, -1.0  # relu(a), relu(-a)
         last.weight[0, 0], last.weight[0, 1] = 3.0, -3.0  # output 0 is the shift, 1 the log-scale
         model.mean_head[-1].weight[-1].zero_()
     seen = []
     handle = first.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
     torch.manual_seed(0)
-    draws = model.sample_params(torch.randn(1, 3), 4000)[0]
+    draws = model.sample(torch.randn(1, 3), 4000)[0]
     handle.remove()
     core_s = (draws[:, :2] - model.core_mean) / model.core_std
     context_core = seen[-1].reshape(-1, seen[-1].shape[-1])[:, hidden:]
@@ -118,22 +106,36 @@ def test_metallicity_branch_conditions_on_sampled_core_parameters():
     assert abs(corr) > 0.9  # strong dependence (zuko maps data to noise, so the sign flips)
 
 
-def test_log_prob_targets_is_log_prob_params_in_targets_order():
+def test_one_member_mixture_is_the_member_in_targets_order():
     torch.manual_seed(0)
     model = VAENF(5, core=CFM_CORE, lines=(), hidden=16, transforms=2, flow_hidden=(16,)).eval()
+    mix = EnsembleMixture([model], threads=None)
     x = torch.randn(4, 5)
-    theta = model.sample_targets(x, 6)
+    torch.manual_seed(1)
+    theta = mix.sample(x, 6)
     assert theta.shape == (4, 6, 5)
     order = [TARGETS.index(p) for p in model.params]
-    direct = model.log_prob_params(x, theta[..., order])
-    assert torch.allclose(model.log_prob_targets(x, theta), direct)
-    assert torch.allclose(model.log_prob_targets(x, theta[:, 0]), direct[:, 0], atol=1e-5)
+    torch.manual_seed(1)
+    assert torch.equal(theta[..., order], model.sample(x, 6))  # the same draws, reordered
+    direct = model.log_prob(theta[..., order], x)
+    assert torch.allclose(mix.log_prob(theta, x), direct)
+    assert torch.allclose(mix.log_prob(theta[:, 0], x), direct[:, 0], atol=1e-5)
 
 
-def test_sample_targets_refuses_a_model_without_the_five_targets():
+def test_mixture_refuses_a_model_without_the_five_targets():
     model = VAENF(5, lines=(), hidden=16, transforms=2)
     with pytest.raises(ValueError, match="CFM_CORE"):
-        model.sample_targets(torch.randn(2, 5), 3)
+        EnsembleMixture([model])
+
+
+def test_images_to_tensor_resamples_like_the_vae_expects():
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    plain = images_to_tensor(images)
+    assert torch.equal(images_to_tensor(images, 16), plain)
+    shrunk, enlarged = images_to_tensor(images, 8), images_to_tensor(images, 32)
+    assert shrunk.shape == (2, 3, 8, 8) and enlarged.shape == (2, 3, 32, 32)
+    assert torch.allclose(shrunk, torch.nn.functional.avg_pool2d(plain, 2))  # area: mean of 2x2 blocks
+    assert torch.allclose(enlarged, torch.nn.functional.interpolate(plain, size=(32, 32), mode="bilinear"))
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -149,7 +151,7 @@ def test_vae_and_flow_stage_shapes_for_image_sizes(size):
     x = flow_inputs(catalog, (mu, sigma))
     assert x.shape == (6, 69)
     model = VAENF(69, hidden=16, transforms=2).eval()
-    assert model.sample_params(torch.as_tensor(x), 5).shape == (6, 5, 5)
+    assert model.sample(torch.as_tensor(x), 5).shape == (6, 5, 5)
     assert model.sample_lines(torch.as_tensor(x), 5).shape == (6, 5, 4)
 
 
@@ -197,13 +199,15 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path):
     assert extra["note"] == "toy"
     x = torch.randn(5, 3)
     for a, b in zip(models, loaded):
+        assert a.config() == b.config() == json.loads(json.dumps(b.config()))  # JSON-friendly
         torch.manual_seed(7)
-        sa, la = a.sample_params(x, 10), a.sample_lines(x, 10)
+        sa, la = a.sample(x, 10), a.sample_lines(x, 10)
         torch.manual_seed(7)
-        sb, lb = b.sample_params(x, 10), b.sample_lines(x, 10)
+        sb, lb = b.sample(x, 10), b.sample_lines(x, 10)
         assert torch.equal(sa, sb) and torch.equal(la, lb)
-        assert torch.equal(a.log_prob_params(x, sa), b.log_prob_params(x, sa))
+        assert torch.equal(a.log_prob(sa, x), b.log_prob(sa, x))
     img = torch.rand(2, 3, 32, 32)
+    assert extra["vae"].config() == vae.config()
     assert torch.equal(vae.encode(img)[0], extra["vae"].encode(img)[0])
 
 
@@ -225,18 +229,26 @@ def test_wrong_architecture_checkpoint_raises_error_naming_the_file(tmp_path):
         load_ensemble(tmp_path / "junk.pt")
 
 
-def test_posterior_npz_holds_mixture_draws_and_log_densities(tmp_path):
+def test_mixture_posterior_holds_mixture_draws_and_log_densities(tmp_path):
     torch.manual_seed(0)
     models = [VAENF(5, core=CFM_CORE, lines=(), hidden=16, transforms=2, flow_hidden=(16,)).eval() for _ in range(2)]
-    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
-    theta = models[0].sample_targets(torch.as_tensor(x), 1)[:, 0].numpy()
-    out = posterior_npz(models, x, theta, np.arange(7), 11, tmp_path / "p.npz")
-    with np.load(tmp_path / "p.npz") as z:
-        assert {"test_index", "theta_true", "samples", "log_prob_true", "log_prob_samples"} <= set(z.files)
-        assert z["samples"].shape == (7, 11, 5) and z["log_prob_samples"].shape == (7, 11)
-    xt, th = torch.as_tensor(x), torch.as_tensor(theta)
-    expected = torch.logsumexp(torch.stack([m.log_prob_targets(xt, th) for m in models]), 0) - math.log(2)
-    assert np.allclose(out["log_prob_true"], expected.numpy(), atol=1e-4)
+    mix = EnsembleMixture(models, threads=None)  # torch's thread count, as the direct calls below
+    x = torch.as_tensor(np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32))
+    theta = mix.sample(x, 1)[:, 0].double().numpy()
+    post = evaluation.posterior(mix, x, theta, np.arange(7), 11, meta={"n_ensemble": 2})
+    post.save(tmp_path / "p.npz")
+    loaded = Posterior.load(tmp_path / "p.npz")
+    assert loaded.samples.shape == (7, 11, 5) and loaded.log_prob_samples.shape == (7, 11)
+    assert loaded.meta["n_ensemble"] == 2 and loaded.columns == TARGETS
+    # 11 draws: 6 from each member, cut to 11 (the first 6 come from member 0)
+    torch.manual_seed(0)
+    first = models[0].sample(x, 6)[..., [models[0].params.index(t) for t in TARGETS]]
+    assert torch.equal(torch.as_tensor(post.samples[:, :6]).float(), first)
+    th = torch.as_tensor(theta).float()
+    inverse = [TARGETS.index(p) for p in models[0].params]
+    expected = torch.logsumexp(torch.stack([m.log_prob(th[:, inverse], x) for m in models]), 0) - math.log(2)
+    assert np.allclose(post.log_prob_true, expected.numpy(), atol=1e-4)
+    assert np.allclose(post.log_prob_samples, mix.log_prob(torch.as_tensor(post.samples).float(), x).numpy(), atol=1e-4)
 
 
 def test_latent_direction_finds_the_informative_dimensions():

@@ -1,0 +1,42 @@
+"""Tests of galnb.validation: the real SDSS sample, the blue cloud, matched weights, colour distances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from galnb import simulation as sim
+from galnb import validation
+from galnb.properties import MAG_COLUMNS
+
+
+def test_real_sdss_photometry_and_colour_distances_are_bounded():
+    real = validation.real_sdss_photometry()
+    assert len(real) > 5000 and ((real.mag_r > 16) & (real.mag_r < 17.78)).all()
+    assert set(MAG_COLUMNS) <= set(real.columns)
+    cat, _, _ = sim.simulate_survey(300, 8, seed=5, progress=False)
+    wd = validation.compare_photometry(cat, real).set_index("quantity")["wasserstein"]
+    assert (wd[["u-g", "g-r", "r-i", "i-z"]] < 0.3).all()
+    matched = validation.compare_photometry(cat, real).set_index("quantity")["wasserstein_matched"]
+    assert (matched[["u-g", "g-r", "r-i", "i-z"]] < 0.2).all()  # 0.1 at the ci scale and above (bench_simulation)
+
+
+def test_blue_cloud_and_photometry_value():
+    cat = pd.DataFrame({"z": [0.05, 0.1], "mag_u": [18.0, 20.0], "mag_g": [17.2, 18.6], "mag_r": [17.0, 17.5]})
+    assert validation.blue_cloud(cat).tolist() == [True, False]  # u - r = 1.0 and 2.5; Strateva: 2.22
+    colour = validation.photometry_value(cat, "u-g")
+    assert colour.dtype == np.float64
+    np.testing.assert_array_equal(colour, (cat.mag_u - cat.mag_g).to_numpy())
+    np.testing.assert_array_equal(validation.photometry_value(cat, "r"), cat.mag_r.to_numpy())
+    np.testing.assert_array_equal(validation.photometry_value(cat, "z"), cat.z.to_numpy())
+
+
+def test_matched_weights_give_the_simulation_the_real_z_r_distribution():
+    rng = np.random.default_rng(0)
+    sim_cat = pd.DataFrame({"z": rng.uniform(0.0, 0.3, 20_000), "mag_r": rng.uniform(16.0, 17.78, 20_000)})
+    real = pd.DataFrame({"z": rng.uniform(0.0, 0.15, 5_000), "mag_r": rng.uniform(16.0, 17.0, 5_000)})
+    w = validation.matched_weights(sim_cat, real)
+    assert w.shape == (len(sim_cat),) and (w >= 0).all()
+    assert np.all(w[sim_cat.z > 0.16] == 0) and np.all(w[sim_cat.mag_r > 17.2] == 0)  # cells: 0.02 in z, 0.3 mag in r
+    assert abs(np.average(sim_cat.z, weights=w) - real.z.mean()) < 0.01
+    assert abs(np.average(sim_cat.mag_r, weights=w) - real.mag_r.mean()) < 0.05

@@ -108,7 +108,7 @@ class FoldedVelocity:
         b, n, _ = theta.shape
         if b * n > self.buffers[0].shape[0]:
             raise ValueError(
-                f"{b * n} draws in one call; this integrand was built for at most {self.buffers[0].shape[0]}"
+                f"{b * n} draws in one call; this FoldedVelocity was built for at most {self.buffers[0].shape[0]}"
             )
         x = self.buffers[0][: b * n]
         # [t; theta] times the first layer's weight, plus the object's precomputed context bias

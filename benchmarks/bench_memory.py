@@ -108,12 +108,14 @@ def measure(root: Path, n_batches: int, batch_size: int, json_path: Path | None 
         json_path: also write the figures there (``benchmarks/record.py``).
     """
     from galnb.data import load_store
-    from galnb.training import _Batches
+    from galnb.training import TrainedCFM, _Batches, condition_columns
 
     with Record("memory", json_path) as rec:
+        estimator = TrainedCFM.build("image")  # standardises the batches; built before the baseline is taken
         baseline = proc_memory()
         store = load_store(root)
-        batches = _Batches(store, "train", "image", batch_size, shuffle=True, seed=0)
+        estimator.set_standardisation(store.standardizer(TARGETS), store.standardizer(condition_columns("image")))
+        batches = _Batches(store, "train", estimator, batch_size, shuffle=True, seed=0)
         opened = proc_memory()
         n_batches = len(batches) if n_batches == 0 else min(n_batches, len(batches))
         peak = dict(opened)

@@ -137,6 +137,13 @@ class TrainedCFM(nn.Module):
     def from_config(cls, config: dict) -> "TrainedCFM":
         return cls(config["kind"], CFM.from_config(config["model"]))
 
+    @classmethod
+    def for_store(cls, kind: str, store: Store, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> "TrainedCFM":
+        """An untrained model of ``kind`` that standardises with the statistics of ``store``'s training split."""
+        estimator = cls.build(kind, hidden, depth, sigma)
+        estimator.set_standardisation(store.standardizer(TARGETS), store.standardizer(condition_columns(kind)))
+        return estimator
+
     def set_standardisation(self, theta: Standardizer, cond: Standardizer) -> None:
         """Keep the training split's statistics of the properties and of the condition columns."""
         for name, std in (("theta", theta), ("cond", cond)):
@@ -160,8 +167,14 @@ class TrainedCFM(nn.Module):
         """The network's condition: the columns standardised and cast to the network's dtype."""
         if isinstance(cond, (tuple, list)):
             return cond[0], self.standardised(cond[1])
-        dtype = self.model.net.layers[0].weight.dtype
-        return ((cond.to(self.cond_mean) - self.cond_mean) / self.cond_std).to(dtype)
+        return self._standard(cond, self.cond_mean, self.cond_std)
+
+    def standardised_theta(self, theta: Tensor) -> Tensor:
+        """Properties ``(..., D)`` in the network's standardised units and dtype."""
+        return self._standard(theta, self.theta_mean, self.theta_std)
+
+    def _standard(self, x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        return ((x.to(mean) - mean) / std).to(self.model.net.layers[0].weight.dtype)
 
     def _physical(self, draws: Tensor) -> Tensor:
         return draws.double() * self.theta_std + self.theta_mean
@@ -175,8 +188,7 @@ class TrainedCFM(nn.Module):
     @torch.no_grad()
     def log_prob(self, theta: Tensor, cond: Cond, steps: int = 100, method: str = "rk4") -> Tensor:
         """``log q(theta | cond)`` per unit of each physical property; ``theta: (B, D)`` or ``(B, n, D)``."""
-        dtype = self.model.net.layers[0].weight.dtype
-        standard = ((theta.to(self.theta_mean) - self.theta_mean) / self.theta_std).to(dtype)
+        standard = self.standardised_theta(theta)
         return self.model.log_prob(standard, self.standardised(cond), steps, method).double() + self.log_det
 
     @torch.no_grad()
@@ -187,25 +199,20 @@ class TrainedCFM(nn.Module):
         return self._physical(draws), lp.double() + self.log_det
 
 
-def _features(cat: pd.DataFrame, kind: str, std: Standardizer) -> torch.Tensor:
-    """The standardised condition columns of ``cat`` for a model of ``kind``, (N, C) float32."""
-    return torch.from_numpy(std.forward(cat[list(condition_columns(kind))].to_numpy(np.float64)).astype(np.float32))
-
-
 class _Batches:
-    """Standardised (theta, phot[, images]) batches of one split.
+    """(theta, phot[, images]) batches of one split, standardised as ``estimator`` standardises.
 
     Images stay in the store's memory map; each batch reads its rows in sorted order
     (one pass over the file per batch) so ``paper``-scale data never sits in memory.
     """
 
-    def __init__(self, store: Store, split: str, kind: str, batch_size: int, shuffle: bool, seed: int):
+    def __init__(self, store: Store, split: str, estimator: TrainedCFM, batch_size: int, shuffle: bool, seed: int):
         self.index = store.splits[split]
         cat = store.catalog.iloc[self.index]
-        theta = store.standardizer(TARGETS).forward(cat[list(TARGETS)].to_numpy())
-        self.theta = torch.from_numpy(theta.astype(np.float32))
-        self.phot = _features(cat, kind, store.standardizer(condition_columns(kind)))
-        self.images = store.images if kind == "image" else None
+        self.theta = estimator.standardised_theta(torch.tensor(cat[list(TARGETS)].to_numpy(np.float64))).cpu()
+        phot = torch.tensor(cat[list(condition_columns(estimator.kind))].to_numpy(np.float64))
+        self.phot = estimator.standardised(phot).cpu()
+        self.images = store.images if estimator.kind == "image" else None
         self.batch_size, self.shuffle = batch_size, shuffle
         self.rng = np.random.default_rng(seed)
 
@@ -329,9 +336,7 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     for stale in out_dir.glob(".*.tmp"):  # left by a process killed mid-write
         stale.unlink()
     torch.manual_seed(config.seed)
-    estimator = TrainedCFM.build(config.model, config.hidden, config.depth, config.sigma)
-    estimator.set_standardisation(store.standardizer(TARGETS), store.standardizer(condition_columns(config.model)))
-    estimator.to(device)
+    estimator = TrainedCFM.for_store(config.model, store, config.hidden, config.depth, config.sigma).to(device)
     model = estimator.model
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Short runs at a high constant lr end with the weights jittering around a minimum;
@@ -345,8 +350,8 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     last = out_dir / "last.pt"
     state = _resume(last, meta, estimator, optimiser, schedule)
     resumed_from = len(state.history)
-    train = _Batches(store, "train", config.model, config.batch_size, shuffle=True, seed=config.seed + resumed_from)
-    val = _Batches(store, "val", config.model, 512, shuffle=False, seed=0)
+    train = _Batches(store, "train", estimator, config.batch_size, shuffle=True, seed=config.seed + resumed_from)
+    val = _Batches(store, "val", estimator, 512, shuffle=False, seed=0)
     step = _LossModule(model)
     if device == "cuda" and torch.cuda.device_count() > 1:
         step = nn.DataParallel(step)

@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SCALE ?= ci
+# Real SDSS pieces for the checks against real galaxies (tests and chapter 01), never part of
+# the repository: the shared folder beside the checkout when there is one.
+REAL_SDSS ?= $(wildcard $(CURDIR)/../shared/data/real-sdss)
+export GALNB_REAL_SDSS ?= $(REAL_SDSS)
 
 .PHONY: setup browser book lint test sync clean
 

@@ -18,6 +18,8 @@ __all__ = [
     "property_corner",
     "cutout_grid",
     "photometry_vs_real",
+    "bpt_diagram",
+    "structure_vs_real",
     "learning_curves",
     "accuracy_informativeness",
     "scaling_relations",
@@ -108,6 +110,69 @@ def photometry_vs_real(sim, real, wd: pd.DataFrame) -> Figure:
 
 
 # ---------------------------------------------------------------- chapter 03: training
+def bpt_diagram(catalog) -> Figure:
+    """[O III]/Hbeta against [N II]/Halpha of the galaxies with all four lines detected, with the
+    Kauffmann et al. (2003) and Kewley et al. (2001) curves and the locus the PP04 calibrations
+    (on the T04 scale) give the sample's O/H."""
+    from .survey import kauffmann03, kewley01, n2_from_oh, o3hb_from_oh
+
+    det = catalog[catalog.oh_detectable]
+    n2 = np.log10(det.flux_nii6584 / det.flux_ha)
+    o3 = np.log10(det.flux_oiii5007 / det.flux_hb)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.hexbin(n2, o3, gridsize=40, extent=(-1.6, 0.4, -1.2, 1.2), mincnt=1, cmap="Greys", bins="log")
+    x = np.linspace(-1.6, 0.0, 200)
+    ax.plot(x, kauffmann03(x), "k--", label="Kauffmann et al. 2003")
+    x = np.linspace(-1.6, 0.4, 200)
+    ax.plot(x, kewley01(x), "k:", label="Kewley et al. 2001")
+    oh = np.linspace(*np.percentile(det.oh12, [2, 98]), 50)
+    locus_n2 = n2_from_oh(oh)
+    ax.plot(locus_n2, o3hb_from_oh(oh, locus_n2), color=MODEL_COLORS["truth"], lw=2,
+            label="PP04 N2 + O3N2 at the sample's O/H (T04 scale)")
+    ax.set(xlim=(-1.6, 0.4), ylim=(-1.2, 1.2), xlabel=r"log [N II]/H$\alpha$", ylabel=r"log [O III]/H$\beta$")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def structure_vs_real(reddening: dict[str, pd.DataFrame], sizes: dict[str, pd.DataFrame]) -> Figure:
+    """Real against simulated: edge-on minus face-on colour, and the size-mass relation, by mass bin.
+
+    Arguments:
+        reddening: ``{"real": ..., "simulated": ...}`` tables of ``validation.inclination_reddening``
+            for g - r (keys may carry a colour suffix, e.g. ``"real u-g"``).
+        sizes: the same two keys, tables of ``validation.size_mass``.
+
+    With empty dictionaries (no real catalog) the figure says so.
+    """
+    styles = {"real": dict(color="k", marker="o"), "simulated": dict(color=MODEL_COLORS["image"], marker="s")}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if not reddening:
+        for ax in axes:
+            ax.text(0.5, 0.5, "real catalog not given", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    for key, table in reddening.items():
+        kind = key.split()[0]
+        x = np.arange(len(table)) + (0.08 if kind == "simulated" else -0.08)
+        axes[0].errorbar(x, table.reddening, yerr=table.se, ls="-" if "u-g" not in key else ":",
+                         label=key, capsize=3, **styles[kind])
+        axes[0].set_xticks(np.arange(len(table)), table["mass"])
+    axes[0].axhline(0, color="0.7", lw=0.8)
+    axes[0].set(xlabel=r"log $M_\star$ bin", ylabel="edge-on minus face-on colour [mag]",
+                title="Reddening with inclination (star-forming disks)")
+    axes[0].legend(fontsize=8)
+    for kind, table in sizes.items():
+        x = np.arange(len(table)) + (0.08 if kind == "simulated" else -0.08)
+        axes[1].errorbar(x, table["median"], yerr=table["scatter"], capsize=3, label=kind, **styles[kind])
+        axes[1].set_xticks(np.arange(len(table)), table["mass"])
+    axes[1].set(xlabel=r"log $M_\star$ bin", ylabel=r"log $R_{50}$ [kpc] (median, 16–84 % half-range)",
+                title="Size–mass relation (star-forming)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def learning_curves(history, best_epoch: int, title: str = "") -> Figure:
     """Training and validation CFM loss per epoch, the kept (best) epoch marked, the learning rate on a right axis."""
     fig, ax = plt.subplots(figsize=(6, 3.6))

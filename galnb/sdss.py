@@ -84,15 +84,12 @@ from .data import Store, StoreError, load_store, stack_cutouts, write_store
 from .io import atomic_write, temporary_memmap
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
 from .runs import SCALES
-from .survey import BALMER_CASE_B, PIXEL_SCALE, R_MAX, R_MIN, R_V_CALZETTI, STARS_TO_GAS, mbh_from_sigma
+from .survey import PIXEL_SCALE, R_MAX, R_MIN, balmer_av, mbh_from_sigma
 
 __all__ = [
     "SKYSERVER",
     "DATA_RELEASE",
     "CUTOUT_PATH",
-    "K_HALPHA_MW",
-    "K_HBETA_MW",
-    "R_V_MW",
     "RAW_COLUMNS",
     "CATALOG_COLUMNS",
     "FUNNEL_STAGES",
@@ -100,7 +97,6 @@ __all__ = [
     "selection_sql",
     "query_catalog",
     "clean_catalog",
-    "balmer_av",
     "cutout_url",
     "download_cutouts",
     "download_sdss",
@@ -113,10 +109,6 @@ SKYSERVER = "https://skyserver.sdss.org"
 DATA_RELEASE = 17
 #: SkyServer's ImgCutout service, below ``SKYSERVER``.
 CUTOUT_PATH = "/dr{dr}/SkyServerWS/ImgCutout/getjpeg"
-#: Gas reddening with the Galactic curve (Cardelli, Clayton & Mathis 1989), as in Calzetti (2000):
-#: k(Halpha), k(Hbeta) and R_V; the stars' attenuation uses the Calzetti curve
-#: (``galnb.survey.R_V_CALZETTI``, ``galnb.survey.STARS_TO_GAS``).
-K_HALPHA_MW, K_HBETA_MW, R_V_MW = 2.53, 3.61, 3.1
 
 #: Columns of the SQL answer (aliases in ``selection_sql``), cached in ``catalog_raw.csv``.
 RAW_COLUMNS: tuple[str, ...] = (
@@ -328,28 +320,6 @@ def query_catalog(path: str | Path | None = None, *, base_url: str = SKYSERVER, 
             json.dump({"sql_sha": sql_key, "data_release": data_release, "max_rows": max_rows, "base_url": base_url,
                        "rows": len(raw), "sql": selection_sql(chunk)}, fh, indent=1)
     return raw
-
-
-def balmer_av(flux_ha: np.ndarray, flux_hb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """V-band attenuation of the stars and of the gas from the Balmer decrement.
-
-    Arguments:
-        flux_ha, flux_hb: (N,) Halpha and Hbeta fluxes (any common unit).
-    Returns:
-        (av_stars, av_gas), each (N,), clipped at 0 where Ha/Hb < 2.86.
-    References:
-        Calzetti et al. 2000, ApJ 533, 682 (arXiv:astro-ph/9911459).
-        Cardelli, Clayton & Mathis 1989, ApJ 345, 245.
-
-    Example:
-        >>> stars, gas = balmer_av(np.array([2.86, 4.0]), np.array([1.0, 1.0]))
-        >>> np.round(gas, 2).tolist(), np.round(stars, 2).tolist()
-        ([0.0, 1.05], [0.0, 0.6])
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ebv_gas = 2.5 / (K_HBETA_MW - K_HALPHA_MW) * np.log10(np.asarray(flux_ha) / np.asarray(flux_hb) / BALMER_CASE_B)
-    ebv_gas = np.clip(ebv_gas, 0.0, None)
-    return R_V_CALZETTI * STARS_TO_GAS * ebv_gas, R_V_MW * ebv_gas
 
 
 def clean_catalog(raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:

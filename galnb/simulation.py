@@ -25,12 +25,26 @@ What is simulated, and how (every step cites the relation it follows):
   mass-metallicity relation with 0.1 dex scatter; the ionisation parameter follows
   log U = -0.8 log(Z/Zsun) - 3.58 (Carton et al. 2017).
 * Dust. Calzetti et al. (2000) curve. The disk is a uniformly mixed slab, so its
-  attenuation rises with inclination, A = -2.5 log10[(1 - exp(-tau/mu)) / (tau/mu)],
-  mu = cos i (Disney et al. 1989); the face-on depth rises with mass (Garn & Best 2010).
-  Stars younger than 10 Myr and their nebular emission sit behind an extra screen so that
-  E(B-V)_stars = 0.44 E(B-V)_gas (Calzetti 2000). The bulge has a thin screen. The catalog's
-  ``av`` is the galaxy-integrated V-band (5500 A) attenuation of the whole galaxy's
-  continuum, so it inherits the inclination dependence physically.
+  attenuation rises with inclination, A = -2.5 log10[(1 - exp(-tau/mu)) / (tau/mu)]
+  (Disney et al. 1989), with the path length mu = b/a of a disk of intrinsic thickness q0,
+  which falls with mass (low-mass disks are thick: Sanchez-Janssen et al. 2010); the face-on
+  depth rises with mass (Garn & Best 2010). Stars younger than 10 Myr and their nebular
+  emission also sit behind birth clouds whose depth does not depend on viewing angle: it is
+  set from the disk's depth averaged over orientations, so that E(B-V)_stars = 0.44
+  E(B-V)_gas on average (Calzetti 2000) and the Balmer decrement barely changes with
+  inclination (Yip et al. 2010). The bulge has a thin screen, and its far half is seen
+  through the disk. How much redder edge-on star-forming disks are than face-on ones, by mass,
+  is compared with Nair & Abraham (2010) in chapter 01.
+* Labels measured as the catalogs measure them. ``av`` is the stellar A_V from the Balmer
+  decrement of the noisy fibre Halpha and Hbeta, with the same function
+  (``galnb.survey.balmer_av``) the real MPA-JHU path uses; Dn4000 and sigma carry
+  measurement errors that grow toward faint galaxies; ``log_mbh`` is the papers' fixed M-sigma
+  function of the measured sigma.
+* Emission lines. Halpha and Hbeta come from the Cloudy grids; [N II] 6584 and [O III] 5007
+  of H II regions follow the N2 and O3N2 calibrations of Pettini & Pagel (2004), put on the
+  T04 scale of ``oh12`` with Kewley & Ellison (2008), each at the galaxy's O/H plus 0.05 dex:
+  the grids at fixed N/O put SDSS-mass galaxies on the metal-poor branch of the BPT diagram,
+  whereas real ones sit near its bottom (chapter 01 shows the diagram).
 * Observables. ugriz AB magnitudes through the SDSS 2010 filter curves in ``speclite``,
   with errors from a fit of log sigma vs log flux to the real SDSS galaxies shipped in
   ``kcorrect`` (and their scatter). Emission lines and Dn4000 are SDSS *fibre* quantities:
@@ -44,11 +58,12 @@ What is simulated, and how (every step cites the relation it follows):
   (Halpha S/N > 2 and log [N II]/Halpha < -0.4); then finite, physical values.
   ``oh_detectable`` is True when all four lines have S/N > 3.
 * Velocity dispersion follows the sigma-M* relation of Zahid et al. (2016) (0.07 dex scatter,
-  higher for bulge-dominated galaxies); log M_BH = 8.32 + 5.64 log(sigma/200) with 0.38 dex
-  scatter (McConnell & Ma 2013).
+  higher for bulge-dominated galaxies); log M_BH = 8.32 + 5.64 log(sigma_measured/200)
+  (McConnell & Ma 2013), the papers' label.
 * Images (``galsim``, Rowe et al. 2015): de Vaucouleurs bulge + inclined exponential disk
   (Shen et al. 2003 size-mass relations for late types and for the bulge), each with its own
-  ugriz fluxes, so colour gradients follow from the two populations; Kolmogorov PSF of
+  ugriz fluxes, so colour gradients follow from the two populations (the disk's thickness is
+  its q0); Kolmogorov PSF of
   1.4" +/- 0.2" FWHM; 0.396"/px; Gaussian sky noise at SDSS-like levels; gri -> RGB with the
   Lupton et al. (2004) asinh stretch (``astropy.visualization.make_lupton_rgb``, i, r, g as
   R, G, B). A smaller ``image_size`` covers a smaller field at the same pixel scale.
@@ -59,12 +74,12 @@ What is simulated, and how (every step cites the relation it follows):
   of quenched ones, so they fail the star-forming BPT classes as retired galaxies do in SDSS.
 
 Shortcuts, and why: no AGN (the BPT cut then removes only extreme star-forming ratios);
-one PSF for g, r, i; dust is smooth (no lanes); Dn4000 carries no measurement noise; the
+one PSF for g, r, i; dust is smooth (no lanes); the
 fibre fraction uses a quadrature-sum approximation to the PSF convolution; stellar
 metallicities are the T04 gas value minus 0.35 dex (disk) and minus 0.25 dex (bulge), and the
 Cloudy grids get T04 minus 0.7 dex (T04's CL01 scale sits above T_e abundances; Kewley &
 Ellison 2008), rather than a chemical-evolution history. All of these keep the survey fast enough for the
-``paper`` scale on CPU while keeping the couplings the book studies (inclination <-> A_V, bulge <-> age).
+``paper`` scale on CPU while keeping the couplings the book studies (inclination <-> dust, bulge <-> age).
 
 The survey constants and the M-sigma relation it shares with the real pipeline (``galnb.sdss``)
 live in ``galnb.survey``; the comparison of its photometry with real SDSS galaxies is in
@@ -85,6 +100,13 @@ References:
     Shen et al. 2003, MNRAS 343, 978 (arXiv:astro-ph/0301527).
     Garn & Best 2010, MNRAS 409, 421 (arXiv:1007.1145).
     Lupton et al. 2004, PASP 116, 133 (arXiv:astro-ph/0312483).
+    Disney, Davies & Phillipps 1989, MNRAS 239, 939.
+    Sanchez-Janssen, Mendez-Abreu & Aguerri 2010, MNRAS 406, L65 (arXiv:1003.4293).
+    Yip et al. 2010, ApJ 709, 780 (arXiv:0912.1601).
+    Pettini & Pagel 2004, MNRAS 348, L59 (arXiv:astro-ph/0401128).
+    Kewley & Ellison 2008, ApJ 681, 1183 (arXiv:0801.1849).
+    Nair & Abraham 2010, ApJS 186, 427 (arXiv:1001.2401).
+    Bernardi et al. 2003, AJ 125, 1817 (arXiv:astro-ph/0211585).
     Strateva et al. 2001, AJ 122, 1861 (arXiv:astro-ph/0107201).
     Carton et al. 2017, MNRAS 468, 2140 (arXiv:1703.01090).
     Stasinska et al. 2008, MNRAS 391, L29 (arXiv:0809.1341).
@@ -105,10 +127,26 @@ from scipy.special import gammainc
 
 from .io import atomic_write
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
-from .survey import BALMER_CASE_B, PIXEL_SCALE, R_MAX, R_MIN, R_V_CALZETTI, STARS_TO_GAS, mbh_from_sigma
+from .survey import (
+    BALMER_CASE_B,
+    PIXEL_SCALE,
+    R_MAX,
+    R_MIN,
+    R_V_CALZETTI,
+    STARS_TO_GAS,
+    balmer_av,
+    kauffmann03,
+    mbh_from_sigma,
+    n2_from_oh,
+    o3hb_from_oh,
+)
 
 __all__ = [
     "simulate_survey",
+    "simulate_catalog",
+    "Selection",
+    "MGS_STAR_FORMING",
+    "NAIR_ABRAHAM",
     "SpectralLibrary",
     "spectral_library",
     "measure_dn4000",
@@ -125,7 +163,7 @@ __all__ = [
 
 #: Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
 #: and a store made by another version is refused rather than silently reused.
-SIMULATION_VERSION = 2
+SIMULATION_VERSION = 3
 #: Environment variable naming the folder of the spectral-library cache.
 CACHE_ENV = "GALNB_CACHE"
 #: Radius in arcsec of the SDSS spectrograph's 3" fibres (York et al. 2000, AJ 120, 1579).
@@ -136,6 +174,11 @@ _H0, _OM0 = 70.0, 0.3
 _LSUN = 3.826e33  # erg/s, bagpipes' value
 _MPC = 3.0857e24  # cm
 _ZSUN_OH = 8.69  # 12+log(O/H) of the Sun (Asplund et al. 2009)
+#: Scatter [dex] of the O/H each strong-line ratio is read at about the galaxy's O/H: the rms of the
+#: KE08 conversions between calibrations (Kewley & Ellison 2008, Table 3: 0.03-0.07 dex).
+_LINE_OH_SCATTER = 0.05
+# log face-on tau_V of the disk slab at 10^10 Msun on the main sequence, and its slope with log M*.
+_TAU0_AT_1E10, _TAU0_MASS_SLOPE = -0.1, 0.35
 _T_BC = 1e7  # yr: age below which stars ionise gas and sit in birth clouds
 _WAVE_LO, _WAVE_HI, _DWAVE = 2000.0, 12000.0, 5.0
 _LINE_KEYS = {"flux_ha": "H  1  6562.80A", "flux_hb": "H  1  4861.32A",
@@ -156,6 +199,23 @@ _RGB_SCALES = {"i": 1.0, "r": 1.13, "g": 1.7}
 _RGB_STRETCH, _RGB_Q = 0.8, 8.0
 _BATCH_DRAWS = 4096 * 8  # galaxies drawn per batch of the survey (each batch its own random stream)
 _OBSERVE_CHUNK = 2048  # galaxies observed at once (bounds the (N, W) spectra in memory)
+
+class Selection(NamedTuple):
+    """Which simulated galaxies a survey keeps: a magnitude window in one band, a redshift range,
+    and whether the BPT star-forming cut applies."""
+
+    band: str = "r"
+    mag_min: float = R_MIN
+    mag_max: float = R_MAX
+    z_min: float = 0.0
+    z_max: float = Z_MAX
+    bpt_star_forming: bool = True
+
+
+#: The CFM paper's sample: MGS 16 < r < 17.78, BPT star-forming.
+MGS_STAR_FORMING = Selection()
+#: Selected like the Nair & Abraham (2010) catalog: g < 16, 0.01 < z < 0.1, all types.
+NAIR_ABRAHAM = Selection(band="g", mag_min=-np.inf, mag_max=16.0, z_min=0.01, z_max=0.1, bpt_star_forming=False)
 
 #: Columns of the simulated catalog, in order.
 CATALOG_COLUMNS: tuple[str, ...] = (
@@ -436,9 +496,9 @@ def _schechter_sample(rng: np.random.Generator, n: int, lo: float, hi: float) ->
     return logm, rng.random(n) < p_red
 
 
-def _draw_population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+def _draw_population(rng: np.random.Generator, n: int, z_max: float = Z_MAX) -> dict[str, np.ndarray]:
     zg, _, dvdz, _ = _cosmology_tables()
-    sel = zg <= Z_MAX
+    sel = zg <= z_max
     cdf = np.cumsum(dvdz[sel])
     cdf = (cdf - cdf[0]) / (cdf[-1] - cdf[0])
     z = np.interp(rng.random(n), cdf, zg[sel])
@@ -447,12 +507,12 @@ def _draw_population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     return {"z": z, "log_mstar_target": logm, "red": red}
 
 
-def _prescreen(z: np.ndarray, logm: np.ndarray) -> np.ndarray:
-    """True where 16 < r < 17.78 is reachable for -1.0 < log M/L_r < 0.8 (no K, no dust)."""
+def _prescreen(z: np.ndarray, logm: np.ndarray, selection: Selection) -> np.ndarray:
+    """True where the selection's magnitude window is reachable for -1.0 < log M/L < 0.8 (no K, no dust)."""
     dm = 5 * np.log10(_lum_dist(z) * 1e5)
-    r_bright = 4.65 - 2.5 * (logm + 1.0) + dm
-    r_faint = 4.65 - 2.5 * (logm - 0.8) + dm
-    return (r_bright < R_MAX + 0.3) & (r_faint + 4.0 > R_MIN)
+    m_bright = 4.65 - 2.5 * (logm + 1.0) + dm
+    m_faint = 4.65 - 2.5 * (logm - 0.8) + dm
+    return (m_bright < selection.mag_max + 0.3) & (m_faint + 4.0 > selection.mag_min) & (z > selection.z_min)
 
 
 def _intrinsic(rng: np.random.Generator, pop: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -479,6 +539,12 @@ def _intrinsic(rng: np.random.Generator, pop: dict[str, np.ndarray]) -> dict[str
     # BPT-selected sample on T04 at high mass (where a larger [N II]/Halpha would remove galaxies).
     logz_neb = np.clip(oh12 - _ZSUN_OH - 0.7, -2.3, 0.2)
     log_u = np.clip(-3.58 - 0.8 * logz_neb + rng.normal(0.0, 0.1, n), -3.95, -1.05)  # Carton et al. 2017
+    # The grids' metal lines at fixed N/O put SDSS-mass galaxies on the metal-poor branch of the BPT
+    # diagram, so [N II] and [O III] of H II regions follow the PP04 N2 and O3N2 calibrations on the
+    # T04 scale (KE08) instead, each read at the galaxy's O/H plus its own scatter.
+    oh_n2, oh_o3n2 = oh12 + rng.normal(0.0, _LINE_OH_SCATTER, (2, n))
+    log_n2_hii = n2_from_oh(oh_n2)
+    log_o3hb_hii = o3hb_from_oh(oh_o3n2, log_n2_hii)
     # SFHs: bulge old and short; disk exponential solved for its sSFR
     age_b = np.clip(t_univ - rng.uniform(0.5, 2.5, n), 1.0, 13.4)
     inv_tau_b = 1.0 / rng.uniform(0.4, 1.2, n)
@@ -502,7 +568,8 @@ def _intrinsic(rng: np.random.Generator, pop: dict[str, np.ndarray]) -> dict[str
     mass_live = live_mass(mf_b, zb) + live_mass(mf_d, zd)
     sfr = _sfr100(mf_b + mf_d, edges)
     return {"z": z, "logm": logm, "red": red, "d_ms": d_ms, "log_sfr_target": log_sfr_target, "bt": bt,
-            "oh12": oh12, "log_u": log_u, "logz_neb": logz_neb, "mf_b": mf_b, "mf_d": mf_d, "zb": zb, "zd": zd,
+            "oh12": oh12, "log_u": log_u, "logz_neb": logz_neb, "log_n2_hii": log_n2_hii, "log_o3hb_hii": log_o3hb_hii,
+            "mf_b": mf_b, "mf_d": mf_d, "zb": zb, "zd": zd,
             "mass_live": mass_live, "sfr": sfr}
 
 
@@ -574,11 +641,11 @@ class _Components(NamedTuple):
 
 
 class _Dust(NamedTuple):
-    """Face-on disk depth, cos i, birth-cloud A_V and the transmissions (N, W) of the three screens,
+    """Face-on disk depth, b/a, birth-cloud A_V and the transmissions (N, W) of the three screens,
     with the attenuated disk and bulge spectra (N, W)."""
 
     tau0: np.ndarray
-    cos_i: np.ndarray
+    axis_ratio: np.ndarray
     a_bc_v: np.ndarray
     tr_disk: np.ndarray
     tr_bc: np.ndarray
@@ -598,19 +665,21 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     wave = lib.wave
     z, logm, bt = s["z"], s["logm"], s["bt"]
     n = len(z)
-    cos_i, incl, axis_ratio, tau0 = _geometry(rng, logm, s["d_ms"])
+    incl, axis_ratio, tau0, q0 = _geometry(rng, logm, s["d_ms"])
     comps = _component_spectra(s)
-    dust = _attenuation(wave, comps, tau0, cos_i)
-    av = _v_band_attenuation(wave, comps, dust)
+    dust = _attenuation(wave, comps, tau0, axis_ratio, logm)
+    av_continuum = _v_band_attenuation(wave, comps, dust)
     dl = _lum_dist(z) * _MPC
     band_flux = _band_fluxes(wave, z, dl, dust)
     total = band_flux["bulge"] + band_flux["disk"]
     hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d = _sizes_and_fibre_fractions(rng, z, logm, bt, axis_ratio)
     fibre_spec = fib_b[:, None] * dust.bulge + fib_d[:, None] * dust.disk
-    dn = _fibre_dn4000(wave, fibre_spec)
+    dn_true = _fibre_dn4000(wave, fibre_spec)
     line_flux, line_err = _emission_lines(rng, wave, z, dl, comps, dust, fib_b, fib_d, fibre_spec)
-    sigma_v, log_mbh = _kinematics(rng, logm, bt)
+    sigma_true = _velocity_dispersion(rng, logm, bt)
     mags, errs = _observed_magnitudes(rng, total)
+    dn, sigma_v = _measured_labels(rng, dn_true, sigma_true, mags[:, 2])
+    av = balmer_av(line_flux["flux_ha"], line_flux["flux_hb"])[0]  # as MPA-JHU rows get it (galnb.sdss)
     # total half-light radius (face-on, PSF-free, r-band light)
     lb = band_flux["bulge"][:, 2]
     ld = band_flux["disk"][:, 2]
@@ -618,7 +687,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     pa = rng.uniform(0.0, np.pi, n)  # position angle of the images, the batch's last draw
     return {
         "z": z, "log_mstar": np.log10(s["mass_live"]), "log_sfr": np.log10(np.clip(s["sfr"], 1e-12, None)),
-        "oh12": s["oh12"], "dn4000": dn, "av": av, "sigma_v": sigma_v, "log_mbh": log_mbh,
+        "oh12": s["oh12"], "dn4000": dn, "av": av, "sigma_v": sigma_v, "log_mbh": mbh_from_sigma(sigma_v),
         **line_flux, **{f"err_{k}": v for k, v in line_err.items()},
         **{c: mags[:, i] for i, c in enumerate(MAG_COLUMNS)}, **{c: errs[:, i] for i, c in enumerate(MAGERR_COLUMNS)},
         "inclination": incl, "axis_ratio": axis_ratio, "bulge_fraction": bt, "r_half": r_half,
@@ -628,23 +697,47 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
         **{f"bulge_{b}": band_flux["bulge"][:, i] for i, b in enumerate(BANDS)},
         **{f"disk_{b}": band_flux["disk"][:, i] for i, b in enumerate(BANDS)},
         "red": s["red"], "log_sfr_target": s["log_sfr_target"], "fib_b": fib_b, "fib_d": fib_d,
+        "disk_thickness": q0,
+        # noise-free values behind the catalog's measured labels
+        "dn4000_true": dn_true, "sigma_v_true": sigma_true, "av_continuum": av_continuum,
+        "a_birth_cloud_v": dust.a_bc_v,
     }
 
 
 def _geometry(rng: np.random.Generator, logm: np.ndarray, d_ms: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Random orientation and the disk's dust depth: cos i, inclination [deg], b/a, face-on tau_V.
+    """Random orientation and the disk's dust depth: inclination [deg], b/a, face-on tau_V, thickness q0.
 
-    The depth rises with mass (Garn & Best 2010) and with the offset from the main sequence.
+    The disk's intrinsic thickness q0 falls with mass (low-mass disks are thick; Sanchez-Janssen
+    et al. 2010), so b/a = sqrt(cos^2 i + q0^2 sin^2 i) stays above q0 (Hubble 1926). The face-on
+    depth rises with mass (Garn & Best 2010) and with the offset from the main sequence; its
+    normalisation and mass slope are set so that star-forming disks redden from face-on to
+    edge-on in g - r as real ones do at each mass (chapter 01 shows the comparison with
+    Nair & Abraham 2010).
     """
     n = len(logm)
     cos_i = rng.random(n)
     incl = np.degrees(np.arccos(cos_i))
-    q0 = 0.15
+    q0 = _intrinsic_thickness(logm)
     axis_ratio = np.sqrt(cos_i**2 + q0**2 * (1 - cos_i**2))
-    log_tau0 = -0.1 + 0.35 * (logm - 10.0) + 0.15 * np.clip(d_ms, -2, 1) + rng.normal(0.0, 0.2, n)
+    log_tau0 = (_TAU0_AT_1E10 + _TAU0_MASS_SLOPE * (logm - 10.0) + 0.15 * np.clip(d_ms, -2, 1)
+                + rng.normal(0.0, 0.2, n))
     tau0 = 10**log_tau0  # face-on V-band optical depth of the disk slab
-    return cos_i, incl, axis_ratio, tau0
+    return incl, axis_ratio, tau0, q0
+
+
+def _intrinsic_thickness(logm: np.ndarray) -> np.ndarray:
+    """Intrinsic axis ratio q0 of disks: 0.425 at 10^8.5 Msun falling to 0.15 above 10^10.33 Msun.
+
+    References:
+        Sanchez-Janssen, Mendez-Abreu & Aguerri 2010, MNRAS 406, L65 (arXiv:1003.4293).
+    """
+    return np.clip(0.2 - 0.15 * (np.asarray(logm) - 10.0), 0.15, 0.45)
+
+
+def _disk_transmission(tau: np.ndarray, axis_ratio: np.ndarray) -> np.ndarray:
+    """Transmission of the disk slab: its path length grows as 1 / (b/a), capped by its thickness."""
+    return slab_attenuation(tau, axis_ratio)
 
 
 def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
@@ -658,22 +751,42 @@ def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
 
     def component(mf: np.ndarray, logz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w_old, w_young, w_neb = _component_weights(mf, logz, s["log_u"], s["logz_neb"])
-        return w_old @ st, w_young @ st_young + w_neb @ neb_grid, w_neb @ line_grid
+        lines = w_neb @ line_grid
+        lines[:, 2] = lines[:, 0] * 10 ** s["log_n2_hii"]  # [N II] 6584 from Halpha
+        lines[:, 3] = lines[:, 1] * 10 ** s["log_o3hb_hii"]  # [O III] 5007 from Hbeta
+        return w_old @ st, w_young @ st_young + w_neb @ neb_grid, lines
 
     return _Components(*component(s["mf_b"], s["zb"]), *component(s["mf_d"], s["zd"]))
 
 
-def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, cos_i: np.ndarray) -> _Dust:
-    """Disk slab (inclination), bulge thin screen, birth-cloud screen on the young light (Calzetti 2000)."""
+def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, axis_ratio: np.ndarray,
+                 logm: np.ndarray) -> _Dust:
+    """Disk slab (inclination), bulge thin screen, birth-cloud screen on the young light (Calzetti 2000).
+
+    The birth clouds' depth does not depend on how the disk is viewed: it is set from the disk's
+    depth averaged over random orientations, so that E(B-V)_stars = 0.44 E(B-V)_gas holds on
+    average (Calzetti 2000) while the Balmer decrement stays nearly flat with inclination
+    (Yip et al. 2010).
+    """
     k = calzetti(wave) / R_V_CALZETTI  # tau_lambda / tau_V
-    tr_disk = slab_attenuation(tau0[:, None] * k[None, :], cos_i[:, None])
-    a_disk_v = -2.5 * np.log10(slab_attenuation(tau0, cos_i))
-    a_bc_v = a_disk_v * (1 / STARS_TO_GAS - 1) + 0.1
+    tr_disk = _disk_transmission(tau0[:, None] * k[None, :], axis_ratio[:, None])
+    a_bc_v = _mean_disk_av(tau0, logm) * (1 / STARS_TO_GAS - 1)
     tr_bc = 10 ** (-0.4 * a_bc_v[:, None] * k[None, :])
-    tr_bulge = 10 ** (-0.4 * (0.25 * tau0 * 1.086)[:, None] * k[None, :])
+    # the bulge's own thin screen; the half of the bulge behind the disk plane is also seen through
+    # the disk's whole column, whose depth grows as 1 / (b/a)
+    behind = 0.5 + 0.5 * np.exp(-np.minimum(tau0[:, None] * k[None, :] / axis_ratio[:, None], 50.0))
+    tr_bulge = 10 ** (-0.4 * (0.25 * tau0 * 1.086)[:, None] * k[None, :]) * behind
     disk = comps.d_old * tr_disk + comps.d_young * tr_disk * tr_bc
     bulge = (comps.b_old + comps.b_young * tr_bc) * tr_bulge
-    return _Dust(tau0, cos_i, a_bc_v, tr_disk, tr_bc, tr_bulge, disk, bulge)
+    return _Dust(tau0, axis_ratio, a_bc_v, tr_disk, tr_bc, tr_bulge, disk, bulge)
+
+
+def _mean_disk_av(tau0: np.ndarray, logm: np.ndarray) -> np.ndarray:
+    """V-band attenuation of the disk slab averaged over isotropic orientations (cos i uniform)."""
+    cos_i = (np.arange(16) + 0.5) / 16
+    q0 = _intrinsic_thickness(logm)[:, None]
+    ba = np.sqrt(cos_i[None, :] ** 2 + q0**2 * (1 - cos_i[None, :] ** 2))
+    return (-2.5 * np.log10(_disk_transmission(tau0[:, None], ba))).mean(axis=1)
 
 
 def _v_band_attenuation(wave: np.ndarray, comps: _Components, dust: _Dust) -> np.ndarray:
@@ -716,7 +829,7 @@ def _sizes_and_fibre_fractions(rng: np.random.Generator, z: np.ndarray, logm: np
     m = 10**logm
     r50_kpc = 0.1 * m**0.14 * (1 + m / 3.98e10) ** (0.39 - 0.14)
     sig_ln = 0.34 + (0.47 - 0.34) / (1 + (m / 3.98e10) ** 2)
-    r_disk_kpc = r50_kpc * np.exp(rng.normal(0.0, sig_ln, n) * 0.7)
+    r_disk_kpc = r50_kpc * np.exp(rng.normal(0.0, sig_ln, n))
     r_bulge_kpc = np.minimum(2.88e-6 * np.maximum(bt * m, 1e6) ** 0.56 * np.exp(rng.normal(0, 0.25, n)),
                              0.8 * r_disk_kpc)
     r_bulge_kpc = np.maximum(r_bulge_kpc, 0.1)
@@ -754,7 +867,7 @@ def _emission_lines(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, d
     classes as in SDSS.
     """
     n = len(z)
-    tau0, cos_i, a_bc_v = dust.tau0, dust.cos_i, dust.a_bc_v
+    tau0, axis_ratio, a_bc_v = dust.tau0, dust.axis_ratio, dust.a_bc_v
     kl = {key: calzetti(np.array([_LINE_WAVES[key]]))[0] / R_V_CALZETTI for key in LINES}
     old_fibre = fib_b[:, None] * comps.b_old * dust.tr_bulge + fib_d[:, None] * comps.d_old * dust.tr_disk
     ew_holmes = 10 ** rng.normal(0.0, 0.2, n)  # A, rest frame
@@ -766,9 +879,9 @@ def _emission_lines(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, d
     line_err = {}
     for j, key in enumerate(LINES):
         kk = kl[key]
-        tr = slab_attenuation(tau0 * kk, cos_i) * 10 ** (-0.4 * a_bc_v * kk)
+        tr = _disk_transmission(tau0 * kk, axis_ratio) * 10 ** (-0.4 * a_bc_v * kk)
         # HOLMES light already carries the continuum's Halpha attenuation; add the differential
-        diff = slab_attenuation(tau0 * kk, cos_i) / slab_attenuation(tau0 * kl["flux_ha"], cos_i)
+        diff = _disk_transmission(tau0 * kk, axis_ratio) / _disk_transmission(tau0 * kl["flux_ha"], axis_ratio)
         lum = (fib_d * comps.d_lines[:, j] * tr
                + fib_b * comps.b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)
                + holmes_ha * holmes_ratio[key] * diff) * _LSUN
@@ -783,14 +896,28 @@ def _emission_lines(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, d
     return line_flux, line_err
 
 
-def _kinematics(rng: np.random.Generator, logm: np.ndarray, bt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Velocity dispersion [km/s] (Zahid et al. 2016) and log M_BH (McConnell & Ma 2013, 0.38 dex scatter)."""
+def _velocity_dispersion(rng: np.random.Generator, logm: np.ndarray, bt: np.ndarray) -> np.ndarray:
+    """Stellar velocity dispersion [km/s] from the sigma-M* relation of Zahid et al. (2016)."""
     n = len(logm)
     dlm = logm - 10.26
     log_sig = 2.073 + np.where(dlm < 0, 0.286, 0.403) * dlm + 0.1 * (bt - 0.3) + rng.normal(0.0, 0.07, n)
-    sigma_v = 10**log_sig
-    log_mbh = mbh_from_sigma(sigma_v) + rng.normal(0.0, 0.38, n)
-    return sigma_v, log_mbh
+    return 10**log_sig
+
+
+def _measured_labels(rng: np.random.Generator, dn4000: np.ndarray, sigma_v: np.ndarray, mag_r: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Dn4000 and sigma as the SDSS spectra measure them: with errors that grow toward faint galaxies.
+
+    sigma(Dn4000) = 0.03 at r = 17.5, scaled as the inverse square root of the flux (continuum
+    photon noise; MPA-JHU d4000_n_err of MGS spectra is typically 0.02-0.05). The velocity
+    dispersion gets an error of 7 % added in quadrature to 15 km/s, which dominates near the
+    spectrograph's ~70 km/s resolution (Bernardi et al. 2003), and is floored at 10 km/s.
+    M_BH is then the papers' fixed M-sigma function of this measured sigma, as in the real path.
+    """
+    n = len(dn4000)
+    dn = dn4000 + rng.normal(0.0, 1.0, n) * 0.03 * 10 ** (0.2 * (mag_r - 17.5))
+    sigma = sigma_v + rng.normal(0.0, 1.0, n) * np.hypot(0.07 * sigma_v, 15.0)
+    return dn, np.maximum(sigma, 10.0)
 
 
 def _observed_magnitudes(rng: np.random.Generator, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -829,7 +956,7 @@ def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         n2 = np.log10(cat["flux_nii6584"] / cat["flux_ha"])
         o3 = np.log10(cat["flux_oiii5007"] / cat["flux_hb"])
-        kauff = (n2 < 0.05) & (o3 < 0.61 / (n2 - 0.05) + 1.3)
+        kauff = (n2 < 0.05) & (o3 < kauffmann03(n2))
         low_sn = (~detect) & (snr["flux_ha"] > 2) & (cat["flux_nii6584"] > 0) & (n2 < -0.4)
     return (detect & kauff) | low_sn, detect
 
@@ -868,7 +995,8 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
         bulge = galsim.DeVaucouleurs(half_light_radius=float(cat["hlr_bulge"][j]), gsparams=gsp).shear(
             q=float(cat["q_bulge"][j]), beta=beta)
         disk = galsim.InclinedExponential(float(cat["inclination"][j]) * galsim.degrees,
-                                          half_light_radius=float(cat["hlr_disk"][j]), scale_h_over_r=0.1,
+                                          half_light_radius=float(cat["hlr_disk"][j]),
+                                          scale_h_over_r=float(cat["disk_thickness"][j]),
                                           gsparams=gsp).rotate(beta)
         ib = galsim.Convolve(bulge, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
         idk = galsim.Convolve(disk, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
@@ -917,24 +1045,9 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
         >>> len(cat), img.shape, bool(((cat.mag_r > 16) & (cat.mag_r < 17.78)).all())
         (5, (5, 16, 16, 3), True)
     """
-    from tqdm import tqdm
-
     if n < 1 or image_size < 1:
-        raise ValueError("n and image_size must be positive")
-    kept: list[dict[str, np.ndarray]] = []
-    counts = np.zeros(len(FUNNEL_STAGES), dtype=np.int64)
-    n_kept = 0
-    b = 0
-    bar = tqdm(total=n, disable=not progress, desc="simulating galaxies")
-    while n_kept < n:
-        rows, batch_counts = _survey_batch(seed, b, n - n_kept)
-        kept.append(rows)
-        counts += batch_counts
-        n_kept += len(rows["z"])
-        bar.update(len(rows["z"]))
-        b += 1
-    bar.close()
-    full = {k: np.concatenate([c[k] for c in kept]) for k in kept[0]}
+        raise ValueError(f"n and image_size must be positive, got n={n}, image_size={image_size}")
+    full, counts = _survivors(n, seed, MGS_STAR_FORMING, progress)
     catalog = _catalog_frame(full)
     images = _render_in_chunks(full, image_size, seed, progress, work_dir, chunk_size)
     funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
@@ -942,13 +1055,65 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
     return catalog, images, funnel
 
 
-def _survey_batch(seed: int, b: int, need: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def simulate_catalog(n: int, seed: int, selection: Selection = MGS_STAR_FORMING, progress: bool = False,
+                     internal: bool = False) -> pd.DataFrame:
+    """The simulated catalog alone (no images), for any selection, e.g. one like a real catalog's.
+
+    Arguments:
+        n: galaxies after the selection.
+        seed: random seed (the same seed and selection give the same galaxies as ``simulate_survey``).
+        selection: which galaxies survive (``MGS_STAR_FORMING``, ``NAIR_ABRAHAM`` or your own).
+        progress: show a tqdm bar.
+        internal: also return the simulation's internal columns (true values behind the measured
+            labels, component fluxes and sizes, dust depths), not only ``CATALOG_COLUMNS``.
+
+    Returns:
+        (n rows) ``CATALOG_COLUMNS`` (plus the internal columns if asked).
+
+    Example:
+        >>> cat = simulate_catalog(3, seed=1, selection=NAIR_ABRAHAM)
+        >>> bool((cat.mag_g < 16).all() and cat.z.between(0.01, 0.1).all())
+        True
+    """
+    if n < 1:
+        raise ValueError(f"n must be positive, got {n}")
+    full, _ = _survivors(n, seed, selection, progress)
+    catalog = _catalog_frame(full)
+    if internal:
+        extra = {k: v for k, v in full.items() if k not in catalog and np.ndim(v) == 1}
+        catalog = pd.concat([catalog, pd.DataFrame(extra)], axis=1)
+    return catalog
+
+
+def _survivors(n: int, seed: int, selection: Selection, progress: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The first ``n`` galaxies passing ``selection``, batch after batch, and the funnel's counts."""
+    from tqdm import tqdm
+
+    kept: list[dict[str, np.ndarray]] = []
+    counts = np.zeros(len(FUNNEL_STAGES), dtype=np.int64)
+    n_kept = 0
+    b = 0
+    bar = tqdm(total=n, disable=not progress, desc="simulating galaxies")
+    while n_kept < n:
+        rows, batch_counts = _survey_batch(seed, b, n - n_kept, selection)
+        kept.append(rows)
+        counts += batch_counts
+        n_kept += len(rows["z"])
+        bar.update(len(rows["z"]))
+        b += 1
+    bar.close()
+    return {k: np.concatenate([c[k] for c in kept]) for k in kept[0]}, counts
+
+
+def _survey_batch(seed: int, b: int, need: int, selection: Selection = MGS_STAR_FORMING
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Draw batch ``b`` of the survey (seeded by ``(seed, b)``), observe it and apply the cuts.
 
     Arguments:
         seed: the survey's seed.
         b: index of the batch (its own random stream; it also numbers the objIDs).
         need: galaxies still wanted: the batch stops counting after the ``need``-th survivor.
+        selection: which galaxies survive.
 
     Returns:
         rows: every internal column (``_observe``'s, ``oh_detectable`` and ``objid``) of the
@@ -957,17 +1122,21 @@ def _survey_batch(seed: int, b: int, need: int) -> tuple[dict[str, np.ndarray], 
             the last one kept.
     """
     rng = np.random.default_rng([seed, b])
-    pop = _draw_population(rng, _BATCH_DRAWS)
-    near = _prescreen(pop["z"], pop["log_mstar_target"])
+    pop = _draw_population(rng, _BATCH_DRAWS, selection.z_max)
+    near = _prescreen(pop["z"], pop["log_mstar_target"], selection)
     intr = _intrinsic(rng, {k: v[near] for k, v in pop.items()})
-    bright = _r_dustfree(intr) < R_MAX + 0.15  # dust only dims: a safe bound
+    # dust only dims: a safe bound (r is the faintest band of interest: g - r > 0 for galaxies)
+    bright = _r_dustfree(intr) < selection.mag_max + 0.15
     draw_index = np.nonzero(near)[0][bright]
     intr = {k: v[bright] for k, v in intr.items()}
     chunks = [_observe(rng, {k: v[i:i + _OBSERVE_CHUNK] for k, v in intr.items()})
               for i in range(0, len(draw_index), _OBSERVE_CHUNK)]
     cat = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    mgs = (cat["mag_r"] > R_MIN) & (cat["mag_r"] < R_MAX)
+    mag = cat[f"mag_{selection.band}"]
+    mgs = (mag > selection.mag_min) & (mag < selection.mag_max) & (cat["z"] > selection.z_min)
     sf, detect = _bpt_star_forming(cat)
+    if not selection.bpt_star_forming:
+        sf = np.ones_like(sf)
     finite = np.all([np.isfinite(cat[c]) for c in CATALOG_COLUMNS if c in cat], axis=0)
     physical = finite & (cat["dn4000"] > 0.8) & (cat["dn4000"] < 2.6) & (cat["av"] >= 0) & (cat["r_half"] > 0)
     stage = [np.ones(len(draw_index), bool), np.ones(len(draw_index), bool), mgs, mgs & sf, mgs & sf & physical]

@@ -1,6 +1,16 @@
-"""Real-vs-simulated checks: the simulated survey compared with real SDSS."""
+"""Real-vs-simulated checks: the simulated survey compared with real SDSS.
+
+Two kinds of real data are used. The 10,000 SDSS galaxies that ship inside ``kcorrect``
+(photometry only) are always available. The other real pieces (the Nair & Abraham 2010 catalog
+and more) are not part of the project and are found in a folder given by a parameter or by the
+environment variable ``GALNB_REAL_SDSS`` (``real_sdss_dir``); without one, the checks that need
+them say how to get them and are skipped.
+"""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,12 +19,28 @@ from .properties import MAG_COLUMNS
 from .survey import R_MAX, R_MIN
 
 __all__ = [
+    "REAL_SDSS_ENV",
+    "NAIR_ABRAHAM_FILE",
+    "real_sdss_dir",
+    "nair_abraham",
+    "simulated_structure",
+    "star_forming",
+    "inclination_reddening",
+    "size_mass",
     "real_sdss_photometry",
     "blue_cloud",
     "matched_weights",
     "compare_photometry",
     "photometry_value",
 ]
+
+#: Environment variable naming the folder of real SDSS pieces (CI points it at ../shared/data/real-sdss).
+REAL_SDSS_ENV = "GALNB_REAL_SDSS"
+#: File name of the Nair & Abraham (2010) catalog inside that folder.
+NAIR_ABRAHAM_FILE = "nair-abraham-2010.fits"
+#: Columns of ``nair_abraham`` and ``simulated_structure``: the same quantities for real and simulated galaxies.
+_STRUCTURE_COLUMNS = ("z", "log_mstar", "log_ssfr", "axis_ratio", "r50_kpc", "u_g", "g_r", "mag_r")
+_H0, _OM0 = 70.0, 0.3  # the cosmology of the simulation and of MPA-JHU
 
 #: SDSS magnitudes to AB: u_AB = u_SDSS - 0.04, z_AB = z_SDSS + 0.02 (ugriz order).
 _AB_OFFSET = np.array([-0.04, 0.0, 0.0, 0.0, 0.02])
@@ -143,3 +169,146 @@ def photometry_value(catalog: pd.DataFrame, quantity: str) -> np.ndarray:
         return np.asarray(catalog["mag_r"] if quantity == "r" else catalog["z"], dtype=np.float64)
     a, b = quantity.split("-")
     return np.asarray(catalog[f"mag_{a}"] - catalog[f"mag_{b}"], dtype=np.float64)
+
+
+# ------------------------------------------------------------------ structure vs real galaxies
+def real_sdss_dir(path: str | Path | None = None) -> Path | None:
+    """The folder of real SDSS pieces: ``path`` if given, else ``$GALNB_REAL_SDSS``, else None.
+
+    Arguments:
+        path: a folder, or None to read the environment variable.
+
+    Returns:
+        The folder, or None when neither names one.
+
+    Raises:
+        FileNotFoundError: ``path`` (or the variable) names something that is not a folder.
+    """
+    chosen = path if path not in (None, "") else os.environ.get(REAL_SDSS_ENV) or None
+    if chosen is None:
+        return None
+    folder = Path(chosen).expanduser()
+    if not folder.is_dir():
+        source = "real_sdss" if path not in (None, "") else f"${REAL_SDSS_ENV}"
+        raise FileNotFoundError(f"{source} = {chosen!r} is not a folder; give the folder that holds "
+                                f"{NAIR_ABRAHAM_FILE} (see ../shared/data/real-sdss/README.md)")
+    return folder
+
+
+def _kpc_per_arcsec(z: np.ndarray) -> np.ndarray:
+    from astropy.cosmology import FlatLambdaCDM
+
+    return FlatLambdaCDM(H0=_H0, Om0=_OM0).kpc_proper_per_arcmin(np.asarray(z, dtype=float)).value / 60.0
+
+
+def nair_abraham(folder: str | Path) -> pd.DataFrame:
+    """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in ``_STRUCTURE_COLUMNS``.
+
+    Masses and SFRs are MPA-JHU's; b/a and the Petrosian R50 are SDSS r-band measurements;
+    colours are observed-frame model colours. Rows with sentinel values are dropped.
+
+    Arguments:
+        folder: the folder holding ``nair-abraham-2010.fits`` (see ``real_sdss_dir``).
+
+    Returns:
+        DataFrame with ``_STRUCTURE_COLUMNS`` and ``r90_kpc`` and ``t_type``.
+
+    Raises:
+        FileNotFoundError: the file is not in ``folder``.
+
+    References:
+        Nair & Abraham 2010, ApJS 186, 427 (arXiv:1001.2401); VizieR J/ApJS/186/427.
+    """
+    from astropy.table import Table
+
+    path = Path(folder) / NAIR_ABRAHAM_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is absent: the Nair & Abraham (2010) catalog (VizieR J/ApJS/186/427) "
+                                f"is read from there; see ../shared/data/real-sdss/README.md")
+    t = Table.read(path).to_pandas()
+    scale = _kpc_per_arcsec(t["Z"])
+    df = pd.DataFrame({"z": t["Z"], "log_mstar": t["LGM"], "log_ssfr": t["SFRM"], "axis_ratio": t["B_A"],
+                       "r50_kpc": t["RP50"] * scale, "r90_kpc": t["RP90"] * scale, "u_g": t["UG"], "g_r": t["GR"],
+                       "mag_r": t["RMAG"], "t_type": t["T_TYPE"]}).astype(float)
+    ok = ((df.log_mstar > 7) & (df.log_ssfr > -20) & df.axis_ratio.between(0.01, 1.0) & (df.r50_kpc > 0)
+          & df.u_g.between(-1, 4) & df.g_r.between(-1, 2) & (df.mag_r > 0) & (df.t_type > -10))
+    return df[ok].reset_index(drop=True)
+
+
+def simulated_structure(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The simulated catalog in ``_STRUCTURE_COLUMNS``, to set beside ``nair_abraham``.
+
+    b/a and the half-light radius are the simulation's true values (face-on, before the PSF),
+    not measured on the images as SDSS measures them.
+
+    Arguments:
+        catalog: simulated catalog (``CATALOG_COLUMNS``).
+
+    Returns:
+        DataFrame with ``_STRUCTURE_COLUMNS``.
+    """
+    c = catalog
+    return pd.DataFrame({"z": c.z, "log_mstar": c.log_mstar, "log_ssfr": c.log_sfr - c.log_mstar,
+                         "axis_ratio": c.axis_ratio, "r50_kpc": c.r_half * _kpc_per_arcsec(c.z),
+                         "u_g": c.mag_u - c.mag_g, "g_r": c.mag_g - c.mag_r, "mag_r": c.mag_r}).reset_index(drop=True)
+
+
+def star_forming(df: pd.DataFrame, min_log_ssfr: float = -10.8) -> np.ndarray:
+    """Boolean mask: log sSFR [1/yr] above ``min_log_ssfr`` (the blue cloud of Brinchmann et al. 2004)."""
+    return (df["log_ssfr"] > min_log_ssfr).to_numpy()
+
+
+def _bootstrap_se(values: np.ndarray, statistic, n_boot: int, rng: np.random.Generator) -> float:
+    idx = rng.integers(0, len(values), (n_boot, len(values)))
+    return float(np.std([statistic(values[i]) for i in idx]))
+
+
+def inclination_reddening(df: pd.DataFrame, colour: str = "g_r", mass_bins=(9.5, 10.0, 10.5, 11.0),
+                          edge_on: float = 0.3, face_on: float = 0.8, n_boot: int = 200,
+                          seed: int = 0) -> pd.DataFrame:
+    """How much redder edge-on disks are than face-on ones at fixed stellar mass.
+
+    Arguments:
+        df: ``nair_abraham`` or ``simulated_structure`` rows (select star formers first).
+        colour: ``"g_r"`` or ``"u_g"``.
+        mass_bins: edges in log M*.
+        edge_on, face_on: b/a below which a disk counts as edge-on, above which as face-on.
+        n_boot: bootstrap resamples for the standard error.
+        seed: seeds the bootstrap.
+
+    Returns:
+        One row per mass bin: ``mass``, ``n_edge_on``, ``n_face_on``, ``reddening`` (median colour
+        of edge-on minus face-on disks, mag) and ``se`` (its bootstrap standard error).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lo, hi in zip(mass_bins[:-1], mass_bins[1:]):
+        inside = df[(df.log_mstar > lo) & (df.log_mstar < hi)]
+        edge = inside.loc[inside.axis_ratio < edge_on, colour].to_numpy()
+        face = inside.loc[inside.axis_ratio > face_on, colour].to_numpy()
+        if min(len(edge), len(face)) < 5:
+            rows.append({"mass": f"{lo:g}-{hi:g}", "n_edge_on": len(edge), "n_face_on": len(face),
+                         "reddening": np.nan, "se": np.nan})
+            continue
+        se = np.hypot(_bootstrap_se(edge, np.median, n_boot, rng), _bootstrap_se(face, np.median, n_boot, rng))
+        rows.append({"mass": f"{lo:g}-{hi:g}", "n_edge_on": len(edge), "n_face_on": len(face),
+                     "reddening": float(np.median(edge) - np.median(face)), "se": se})
+    return pd.DataFrame(rows)
+
+
+def size_mass(df: pd.DataFrame, mass_bins=(9.5, 10.0, 10.5, 11.0)) -> pd.DataFrame:
+    """Median and scatter of log R50 [kpc] in bins of stellar mass.
+
+    Arguments:
+        df: ``nair_abraham`` or ``simulated_structure`` rows.
+        mass_bins: edges in log M*.
+
+    Returns:
+        One row per bin: ``mass``, ``n``, ``median`` and ``scatter`` (half the 16-84 % range) of log10 R50.
+    """
+    rows = []
+    for lo, hi in zip(mass_bins[:-1], mass_bins[1:]):
+        r = np.log10(df.loc[(df.log_mstar > lo) & (df.log_mstar < hi), "r50_kpc"].to_numpy())
+        p16, p50, p84 = np.percentile(r, [16, 50, 84]) if len(r) else (np.nan,) * 3
+        rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(r), "median": p50, "scatter": (p84 - p16) / 2})
+    return pd.DataFrame(rows)

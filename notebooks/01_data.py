@@ -24,6 +24,7 @@ data = "mock"
 seed = 0
 device = "auto"
 run_dir = "runs"
+real_sdss = ""  # folder of the real SDSS pieces; empty: $GALNB_REAL_SDSS, else skip that section
 
 # %%
 from galnb.runs import start_chapter
@@ -38,16 +39,17 @@ run = start_chapter("01_data", scale=scale, data=data, seed=seed, device=device,
 # {cite}`speagle2014`, the mass–metallicity relation {cite}`tremonti2004`, and dust that grows
 # with mass and star formation. Spectra come from stellar-population synthesis with nebular
 # emission (`bagpipes` {cite}`carnall2018bagpipes`) with Calzetti attenuation
-# {cite}`calzetti2000` (which sets {term}`A_V`); the {term}`Dn4000` break is measured on the spectrum in the
-# narrow bands of
-# {cite:t}`balogh1999`; the black-hole mass follows the $M$–$\sigma$ relation
-# {cite}`mcconnell2013`. Magnitudes are integrated through the real SDSS $ugriz$ curves.
+# {cite}`calzetti2000`. The labels are measured as the catalogs measure them: {term}`A_V` from
+# the Balmer decrement of the fibre lines, the {term}`Dn4000` break on the fibre spectrum in the
+# narrow bands of {cite:t}`balogh1999`, both with SDSS-like errors, and the black-hole mass from
+# the measured velocity dispersion with the $M$–$\sigma$ relation {cite}`mcconnell2013`.
+# Magnitudes are integrated through the real SDSS $ugriz$ curves.
 # Images are rendered with GalSim {cite}`rowe2015galsim`: a bulge and an inclined, dusty disk,
 # each with its own stellar population, convolved with an SDSS-like PSF, with sky noise at
 # 0.396″/px, and combined into RGB with the asinh stretch of SkyServer {cite}`lupton2004`.
 # Finally the {term}`Main Galaxy Sample <MGS>` cut $16 < r < 17.78$ {cite}`strauss2002mgs` and a {term}`BPT`
 # star-forming cut {cite}`kauffmann2003bpt` are applied, as in the paper. See
-# `galnb/simulation.py` for every choice and its reference.
+# the module `galnb.simulation` for every choice and its reference.
 
 # %%
 from galnb.data import ensure_store
@@ -167,6 +169,122 @@ glue_all("data", vs_real=plots.photometry_vs_real(sim_blue, real_blue, wd))
 # blue cloud's own mix, which includes some galaxies that are not BPT star-forming.
 
 # %% [markdown]
+# ## Emission lines on the real star-forming locus
+#
+# The BPT diagram of the simulated galaxies with all four lines detected. Hα and Hβ come from
+# the nebular grids that `bagpipes` ships; [N II] and [O III] follow the strong-line
+# calibrations that real SDSS galaxies obey, N2 and O3N2 of {cite:t}`pettini2004`, put on the
+# {cite:t}`tremonti2004` scale of the catalog's O/H with the conversions of
+# {cite:t}`kewley2008`, each read at the galaxy's O/H with 0.05 dex of scatter. Dust, noise,
+# the diffuse gas of old stars and the selection then act on them as on real spectra.
+
+# %%
+import numpy as np
+
+from galnb.survey import n2_from_oh, o3hb_from_oh
+
+detected = catalog[catalog.oh_detectable]
+log_n2 = np.log10(detected.flux_nii6584 / detected.flux_ha)
+log_o3 = np.log10(detected.flux_oiii5007 / detected.flux_hb)
+calibrated_n2 = n2_from_oh(detected.oh12)
+lines = pd.DataFrame({
+    "quantity": ["log [N II]/Hα", "log [O III]/Hβ"],
+    "median": [log_n2.median(), log_o3.median()],
+    "16 %": [log_n2.quantile(0.16), log_o3.quantile(0.16)],
+    "84 %": [log_n2.quantile(0.84), log_o3.quantile(0.84)],
+    "median minus calibration": [(log_n2 - calibrated_n2).median(),
+                                 (log_o3 - o3hb_from_oh(detected.oh12, calibrated_n2)).median()],
+})
+glue_all("data", bpt=plots.bpt_diagram(catalog), lines=lines.style.format(precision=2).hide(axis="index"))
+lines
+
+# %% [markdown]
+# ```{glue:figure} data_bpt
+# :name: fig-data-bpt
+#
+# BPT diagram of the simulated galaxies with all four lines at S/N > 3 (grey, log density),
+# the star-forming limit of {cite:t}`kauffmann2003bpt` (dashed), the maximum-starburst line of
+# {cite:t}`kewley2001` (dotted), and, in red, the locus the calibrations give the sample's O/H.
+# ```
+#
+# ```{glue:figure} data_lines
+# :name: tab-data-lines
+#
+# Line ratios of the simulated sample, and their median offset from the calibrations at each
+# galaxy's O/H.
+# ```
+
+# %% [markdown]
+# ## Checked against real galaxies
+#
+# How an image relates to a galaxy's properties is the part of the simulation the book's
+# central question depends on, so it is compared here with real galaxies: the catalog of
+# {cite:t}`nair2010`, bright SDSS galaxies ($g<16$, $0.01<z<0.1$) with SDSS r-band axis ratios
+# and Petrosian radii, MPA–JHU masses and SFRs, and colours. It is not part of this project:
+# give its folder with the `real_sdss` parameter or the `GALNB_REAL_SDSS` environment variable
+# (CI points it at `../shared/data/real-sdss/`). The simulated galaxies are drawn with the
+# same selection (`galnb.simulation.NAIR_ABRAHAM`), and both samples keep star formers,
+# $\log\,\mathrm{sSFR} > -10.8$.
+#
+# :::{admonition} What is compared, and what is not yet
+# :class: warning
+# The real b/a and $R_{50}$ are measured on SDSS images; the simulated ones are still the
+# simulation's true disk axis ratio and half-light radius, not measured on its images the way
+# SDSS measures them. A bulge makes a real edge-on galaxy look rounder than its disk, so the
+# simulated edge-on bin holds more bulge-dominated galaxies than the real one.
+# :::
+
+# %%
+from galnb import simulation
+
+real_folder = validation.real_sdss_dir(real_sdss)
+if real_folder is None:
+    structure_note = (f"The real catalog was not given, so this section was skipped: set `{validation.REAL_SDSS_ENV}` "
+                      f"(or `-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}`, "
+                      "from ../shared/data/real-sdss/ or VizieR J/ApJS/186/427.")
+    structure, reddening, sizes = pd.DataFrame(), {}, {}
+else:
+    na_real = validation.nair_abraham(real_folder)
+    na_sim = validation.simulated_structure(simulation.simulate_catalog(3000, seed, simulation.NAIR_ABRAHAM))
+    na_real, na_sim = na_real[validation.star_forming(na_real)], na_sim[validation.star_forming(na_sim)]
+    reddening = {f"{kind} {c.replace('_', '-')}": validation.inclination_reddening(d, c)
+                 for c in ("g_r", "u_g") for kind, d in (("real", na_real), ("simulated", na_sim))}
+    sizes = {"real": validation.size_mass(na_real), "simulated": validation.size_mass(na_sim)}
+    structure = pd.concat({k: t.set_index("mass")[["reddening", "se"]] for k, t in reddening.items()}, axis=1)
+    for kind, table in sizes.items():
+        structure[(f"{kind} log R50", "median")] = table.set_index("mass")["median"]
+        structure[(f"{kind} log R50", "scatter")] = table.set_index("mass")["scatter"]
+    structure_note = (f"{len(na_real):,} real and {len(na_sim):,} simulated star-forming galaxies; reddening "
+                      "in magnitudes with bootstrap standard errors, radii in log kpc.")
+glue_all("data", structure_note=structure_note,
+         structure_vs_real=plots.structure_vs_real({k: v for k, v in reddening.items() if "g-r" in k}, sizes),
+         structure_table=structure.style.format(precision=3) if len(structure) else "(skipped)")
+structure
+
+# %% [markdown]
+# {glue:md}`data_structure_note`
+#
+# ```{glue:figure} data_structure_table
+# :name: tab-data-structure
+#
+# Edge-on ($b/a<0.3$) minus face-on ($b/a>0.8$) median colour, and the median and scatter of
+# $\log R_{50}$, in bins of $\log M_\star$, for real and simulated star-forming galaxies.
+# ```
+#
+# ```{glue:figure} data_structure_vs_real
+# :name: fig-data-structure
+#
+# Left: how much redder in $g-r$ edge-on star-forming disks are than face-on ones, real
+# (black) and simulated (blue), with bootstrap standard errors. Right: median $\log R_{50}$ and
+# its 16–84 % half-range.
+# ```
+#
+# The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`
+# with their references; the birth-cloud screen does not depend on viewing angle, so the
+# Balmer decrement barely changes with inclination, as in real disks {cite}`yip2010`, while
+# the continuum reddens.
+
+# %% [markdown]
 # ## Summary and exercises
 #
 # The data set (catalog, memory-mapped image cube, splits, standardisation) now sits in the
@@ -200,8 +318,9 @@ plots.cutout_grid(catalog, store.images, x="inclination", y="av", seed=seed)
 # %% [markdown]
 # :::{admonition} What solution 2 shows
 # :class: dropdown
-# Edge-on disks (high inclination) look redder and thinner and carry more $A_V$: the light
-# of an inclined disk crosses more of its own dust.
+# Edge-on disks (high inclination) look thinner and redder: the starlight of an inclined disk
+# crosses more of its own dust. Their $A_V$, measured from the Balmer decrement of the
+# H II regions' lines, changes much less with inclination, as in real disks.
 # :::
 
 # %%

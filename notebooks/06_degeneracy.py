@@ -98,8 +98,8 @@ glue_all("degeneracy", summary=summary.style.format(precision=3), closer_pct=100
 # %% [markdown]
 # ## Where the image helps
 #
-# In the simulated survey, the disk's attenuation rises with inclination (a longer path
-# through the dusty disk), and bulge and disk have different stellar populations. Both
+# In the simulated survey, the disk's continuum attenuation rises with inclination (a longer
+# path through the dusty disk), and bulge and disk have different stellar populations. Both
 # leave marks in the image — the axis ratio, the colour gradient — that integrated
 # photometry averages away.
 
@@ -122,10 +122,12 @@ glue_all("degeneracy", vs_inclination=plots.degeneracy_vs_morphology(table, "inc
 #
 # :::{admonition} What this does and does not say about real SDSS
 # :class: warning
-# On the simulated survey, inclination sets part of $A_V$ by construction of the physics
-# (a dusty disk seen edge-on), so an image model *can* learn it. Real galaxies follow the
-# same trend {cite}`calzetti2000`, but with more scatter and with geometries the simulation
-# does not have; the size of the gain here is not a prediction for real data.
+# On the simulated survey, a disk seen edge-on has a redder continuum by construction of the
+# physics (a dusty slab), while $A_V$, measured from the Balmer decrement as in MPA–JHU, depends
+# on inclination only weakly, as in real disks {cite}`yip2010`. How strongly the simulated
+# continuum reddens with inclination is compared with real galaxies in chapter 01; real
+# galaxies have more scatter and geometries the simulation does not have, so the size of the
+# gain here is not a prediction for real data.
 # :::
 
 # %% [markdown]

@@ -18,8 +18,8 @@ def test_real_pipeline_uses_the_shared_constants():
     assert f"scale={survey.PIXEL_SCALE:g}" in sdss.cutout_url(0.0, 0.0)
     sql = sdss.selection_sql(1)
     assert f"p.modelMag_r > {survey.R_MIN:g}" in sql and f"p.modelMag_r < {survey.R_MAX:g}" in sql
-    stars, gas = sdss.balmer_av(np.array([survey.BALMER_CASE_B * 10 ** 0.2]), np.array([1.0]))
-    np.testing.assert_allclose(stars / gas, survey.R_V_CALZETTI * survey.STARS_TO_GAS / sdss.R_V_MW)
+    stars, gas = survey.balmer_av(np.array([survey.BALMER_CASE_B * 10 ** 0.2]), np.array([1.0]))
+    np.testing.assert_allclose(stars / gas, survey.R_V_CALZETTI * survey.STARS_TO_GAS / survey.R_V_MW)
     assert abs(float(simulation.calzetti(np.array([5500.0]))[0]) - survey.R_V_CALZETTI) < 0.01  # k(V) = R_V
 
 

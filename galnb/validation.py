@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -312,3 +313,34 @@ def size_mass(df: pd.DataFrame, mass_bins=(9.5, 10.0, 10.5, 11.0)) -> pd.DataFra
         p16, p50, p84 = np.percentile(r, [16, 50, 84]) if len(r) else (np.nan,) * 3
         rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(r), "median": p50, "scatter": (p84 - p16) / 2})
     return pd.DataFrame(rows)
+
+
+class StructureComparison(NamedTuple):
+    """Real against simulated star formers: one table, the per-colour reddening tables, the size tables."""
+
+    table: pd.DataFrame
+    reddening: dict[str, pd.DataFrame]
+    sizes: dict[str, pd.DataFrame]
+    note: str
+
+
+def compare_structure(real: pd.DataFrame, simulated: pd.DataFrame) -> StructureComparison:
+    """Inclination reddening (g - r, u - g) and the size-mass relation of real and simulated star formers.
+
+    Arguments:
+        real: ``nair_abraham`` rows; simulated: ``simulated_structure`` rows, selected alike.
+
+    Returns:
+        ``table`` (one row per mass bin, columns per sample and quantity), the
+        ``inclination_reddening`` tables keyed ``"real g-r"``, ``"simulated u-g"``..., the
+        ``size_mass`` tables keyed ``"real"``/``"simulated"``, and a one-line ``note``.
+    """
+    samples = {"real": real[star_forming(real)], "simulated": simulated[star_forming(simulated)]}
+    reddening = {f"{kind} {c.replace('_', '-')}": inclination_reddening(d, c)
+                 for c in ("g_r", "u_g") for kind, d in samples.items()}
+    sizes = {kind: size_mass(d) for kind, d in samples.items()}
+    table = pd.concat({k: t.set_index("mass")[["reddening", "se"]] for k, t in reddening.items()}
+                      | {f"{k} log R50": t.set_index("mass")[["median", "scatter"]] for k, t in sizes.items()}, axis=1)
+    note = (f"{len(samples['real']):,} real and {len(samples['simulated']):,} simulated star-forming galaxies; "
+            "reddening in magnitudes with bootstrap standard errors, radii in log kpc.")
+    return StructureComparison(table, reddening, sizes, note)

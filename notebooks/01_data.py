@@ -235,31 +235,24 @@ lines
 # :::
 
 # %%
+from IPython.display import Markdown
+
 from galnb import simulation
 
 real_folder = validation.real_sdss_dir(real_sdss)
 if real_folder is None:
-    structure_note = (f"The real catalog was not given, so this section was skipped: set `{validation.REAL_SDSS_ENV}` "
-                      f"(or `-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}`, "
-                      "from ../shared/data/real-sdss/ or VizieR J/ApJS/186/427.")
-    structure, reddening, sizes = pd.DataFrame(), {}, {}
+    structure = validation.StructureComparison(pd.DataFrame(), {}, {}, (
+        f"The real catalog was not given, so this section was skipped: set `{validation.REAL_SDSS_ENV}` (or "
+        f"`-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}`, from "
+        "../shared/data/real-sdss/ or VizieR J/ApJS/186/427."))
 else:
-    na_real = validation.nair_abraham(real_folder)
-    na_sim = validation.simulated_structure(simulation.simulate_catalog(3000, seed, simulation.NAIR_ABRAHAM))
-    na_real, na_sim = na_real[validation.star_forming(na_real)], na_sim[validation.star_forming(na_sim)]
-    reddening = {f"{kind} {c.replace('_', '-')}": validation.inclination_reddening(d, c)
-                 for c in ("g_r", "u_g") for kind, d in (("real", na_real), ("simulated", na_sim))}
-    sizes = {"real": validation.size_mass(na_real), "simulated": validation.size_mass(na_sim)}
-    structure = pd.concat({k: t.set_index("mass")[["reddening", "se"]] for k, t in reddening.items()}, axis=1)
-    for kind, table in sizes.items():
-        structure[(f"{kind} log R50", "median")] = table.set_index("mass")["median"]
-        structure[(f"{kind} log R50", "scatter")] = table.set_index("mass")["scatter"]
-    structure_note = (f"{len(na_real):,} real and {len(na_sim):,} simulated star-forming galaxies; reddening "
-                      "in magnitudes with bootstrap standard errors, radii in log kpc.")
-glue_all("data", structure_note=structure_note,
-         structure_vs_real=plots.structure_vs_real({k: v for k, v in reddening.items() if "g-r" in k}, sizes),
-         structure_table=structure.style.format(precision=3) if len(structure) else "(skipped)")
-structure
+    structure = validation.compare_structure(
+        validation.nair_abraham(real_folder),
+        validation.simulated_structure(simulation.simulate_catalog(3000, seed, simulation.NAIR_ABRAHAM)))
+glue_all("data", structure_note=Markdown(structure.note),
+         structure_vs_real=plots.structure_vs_real(
+             {k: v for k, v in structure.reddening.items() if "g-r" in k}, structure.sizes),
+         structure_table=structure.table.style.format(precision=3) if len(structure.table) else "(skipped)")
 
 # %% [markdown]
 # {glue:md}`data_structure_note`

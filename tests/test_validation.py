@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from galnb import simulation as sim
 from galnb import validation
@@ -40,3 +41,18 @@ def test_matched_weights_give_the_simulation_the_real_z_r_distribution():
     assert np.all(w[sim_cat.z > 0.16] == 0) and np.all(w[sim_cat.mag_r > 17.2] == 0)  # cells: 0.02 in z, 0.3 mag in r
     assert abs(np.average(sim_cat.z, weights=w) - real.z.mean()) < 0.01
     assert abs(np.average(sim_cat.mag_r, weights=w) - real.mag_r.mean()) < 0.05
+
+
+def test_real_sdss_dir_comes_from_the_parameter_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv(validation.REAL_SDSS_ENV, raising=False)
+    assert validation.real_sdss_dir() is None and validation.real_sdss_dir("") is None
+    assert validation.real_sdss_dir(tmp_path) == tmp_path
+    monkeypatch.setenv(validation.REAL_SDSS_ENV, str(tmp_path))
+    assert validation.real_sdss_dir() == tmp_path
+    with pytest.raises(FileNotFoundError, match="real_sdss = .*not a folder"):
+        validation.real_sdss_dir(tmp_path / "missing")
+    monkeypatch.setenv(validation.REAL_SDSS_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="GALNB_REAL_SDSS"):
+        validation.real_sdss_dir()
+    with pytest.raises(FileNotFoundError, match="nair-abraham-2010.fits is absent"):
+        validation.nair_abraham(tmp_path)

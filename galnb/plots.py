@@ -135,18 +135,21 @@ def bpt_diagram(catalog) -> Figure:
     return fig
 
 
-def structure_vs_real(reddening: dict[str, pd.DataFrame], sizes: dict[str, pd.DataFrame]) -> Figure:
-    """Real against simulated: edge-on minus face-on colour, and the size-mass relation, by mass bin.
+def structure_vs_real(reddening: dict[str, pd.DataFrame], sizes: dict[str, pd.DataFrame],
+                      concentration: dict[str, pd.DataFrame]) -> Figure:
+    """Real against simulated: edge-on minus face-on colour and the size-mass relation by mass bin,
+    and concentration by sSFR.
 
     Arguments:
         reddening: ``{"real": ..., "simulated": ...}`` tables of ``validation.inclination_reddening``
             for g - r (keys may carry a colour suffix, e.g. ``"real u-g"``).
         sizes: the same two keys, tables of ``validation.size_mass``.
+        concentration: the same two keys, tables of ``validation.concentration_by_ssfr``.
 
     With empty dictionaries (no real catalog) the figure says so.
     """
     styles = {"real": dict(color="k", marker="o"), "simulated": dict(color=MODEL_COLORS["image"], marker="s")}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     if not reddening:
         for ax in axes:
             ax.text(0.5, 0.5, "real catalog not given", ha="center", va="center", transform=ax.transAxes)
@@ -169,6 +172,13 @@ def structure_vs_real(reddening: dict[str, pd.DataFrame], sizes: dict[str, pd.Da
     axes[1].set(xlabel=r"log $M_\star$ bin", ylabel=r"log $R_{50}$ [kpc] (median, 16–84 % half-range)",
                 title="Size–mass relation (star-forming)")
     axes[1].legend(fontsize=8)
+    for kind, table in concentration.items():
+        x = np.arange(len(table)) + (0.08 if kind == "simulated" else -0.08)
+        axes[2].errorbar(x, table["median"], yerr=table["se"], capsize=3, label=kind, **styles[kind])
+        axes[2].set_xticks(np.arange(len(table)), table["ssfr"], fontsize=8)
+    axes[2].set(xlabel="log sSFR bin [1/yr]", ylabel=r"median $R_{90}/R_{50}$ (Petrosian, r band)",
+                title="Concentration (star-forming)")
+    axes[2].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

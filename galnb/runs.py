@@ -69,6 +69,7 @@ class Scale:
     flow_epochs: int
     flow_batch_size: int  # galaxies per step of the VAE-NF flow stage (the paper gives none)
     n_ensemble: int  # VAE-NF seeds for the epistemic uncertainty
+    n_structure: int  # simulated star formers whose images chapter 01 measures against real galaxies
     lr_schedule: str = "constant"  # CFM learning rate over the epochs: "constant" or "cosine"
 
 
@@ -77,13 +78,16 @@ SCALES: dict[str, Scale] = {
     for s in (
         Scale(name="ci", n_galaxies=2_000, image_size=32, max_epochs=8, patience=3, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=200, n_kl_draws=200, n_eval=100, toy_train_steps=1_500, toy_n_samples=2_000,
-              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, lr_schedule="cosine"),
+              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, n_structure=400,
+              lr_schedule="cosine"),
         Scale(name="small", n_galaxies=12_000, image_size=48, max_epochs=40, patience=10, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=500, n_kl_draws=100, n_eval=500, toy_train_steps=8_000, toy_n_samples=5_000,
-              vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, lr_schedule="cosine"),
+              vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, n_structure=2_000,
+              lr_schedule="cosine"),
         Scale(name="paper", n_galaxies=106_800, image_size=128, max_epochs=300, patience=10, lr=5e-5, batch_size=64,
               ode_steps=100, n_draws=1_000, n_kl_draws=1_000, n_eval=1_000, toy_train_steps=30_000,
-              toy_n_samples=10_000, vae_epochs=50, vae_lr=1e-4, flow_epochs=200, flow_batch_size=256, n_ensemble=5),
+              toy_n_samples=10_000, vae_epochs=50, vae_lr=1e-4, flow_epochs=200, flow_batch_size=256, n_ensemble=5,
+              n_structure=4_000),
     )
 }
 SCALE_CHOICES: tuple[str, ...] = (*SCALES, "auto")

@@ -66,7 +66,9 @@ What is simulated, and how (every step cites the relation it follows):
 * Images (``galsim``, Rowe et al. 2015): de Vaucouleurs bulge + inclined exponential disk
   (Shen et al. 2003 size-mass relations for late types and for the bulge), each with its own
   ugriz fluxes, so colour gradients follow from the two populations (the disk's thickness is
-  its q0); Kolmogorov PSF of
+  its q0); the disk's light from stars younger than 100 Myr is drawn as star-forming knots
+  (GalSim ``RandomKnots``), so clumpiness follows the recent star formation; unrelated stars and
+  galaxies fill the field (3 per arcmin^2 to r = 22.5; Yasuda et al. 2001); Kolmogorov PSF of
   1.4" +/- 0.2" FWHM; 0.396"/px; Gaussian sky noise at SDSS-like levels; gri -> RGB with the
   Lupton et al. (2004) asinh stretch (``astropy.visualization.make_lupton_rgb``, i, r, g as
   R, G, B). A smaller ``image_size`` covers a smaller field at the same pixel scale.
@@ -77,7 +79,7 @@ What is simulated, and how (every step cites the relation it follows):
   of quenched ones, so they fail the star-forming BPT classes as retired galaxies do in SDSS.
 
 Shortcuts, and why: no AGN (the BPT cut then removes only extreme star-forming ratios);
-one PSF for g, r, i; dust is smooth (no lanes); the
+one PSF for g, r, i; dust is smooth (no lanes); no spiral arms or bars; the
 fibre fraction uses a quadrature-sum approximation to the PSF convolution; stellar
 metallicities are the T04 gas value minus 0.35 dex (disk) and minus 0.25 dex (bulge), and the
 Cloudy grids get T04 minus 0.7 dex (T04's CL01 scale sits above T_e abundances; Kewley &
@@ -106,6 +108,7 @@ References:
     Garn & Best 2010, MNRAS 409, 421 (arXiv:1007.1145).
     Lupton et al. 2004, PASP 116, 133 (arXiv:astro-ph/0312483).
     Disney, Davies & Phillipps 1989, MNRAS 239, 939.
+    Yasuda et al. 2001, AJ 122, 1104 (arXiv:astro-ph/0105545), galaxy counts.
     Sanchez-Janssen, Mendez-Abreu & Aguerri 2010, MNRAS 406, L65 (arXiv:1003.4293).
     Yip et al. 2010, ApJ 709, 780 (arXiv:0912.1601).
     Pettini & Pagel 2004, MNRAS 348, L59 (arXiv:astro-ph/0401128).
@@ -158,12 +161,14 @@ __all__ = [
     "calzetti",
     "slab_attenuation",
     "render_images",
+    "render_bands",
     "CATALOG_COLUMNS",
     "SIMULATION_VERSION",
     "FUNNEL_STAGES",
     "CACHE_ENV",
     "FIBRE_RADIUS",
     "Z_MAX",
+    "SKY_SIGMA",
 ]
 
 #: Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
@@ -195,13 +200,17 @@ _PHOT_ERR = {"u": (0.2097, -0.2731, 0.106), "g": (0.4211, -1.0599, 0.077), "r": 
              "i": (0.5286, -1.1429, 0.079), "z": (0.4478, -0.5292, 0.096)}
 # Gaussian sky noise per 0.396" pixel in nanomaggies (sky 21.9/20.9/20.3 mag/arcsec^2 in a 54 s
 # SDSS exposure).
-_SKY_SIGMA = {"g": 0.022, "r": 0.030, "i": 0.045}
+#: Gaussian sky noise per 0.396" pixel of the simulated images, in nanomaggies, by band.
+SKY_SIGMA = {"g": 0.022, "r": 0.030, "i": 0.045}
 # gri -> RGB: per-band flux multipliers (i, r, g) in the ratio of legacypipe's ``sdss_rgb``
 # (3.0 : 3.4 : 6.0, g lowered to 1.7), and the asinh stretch and softening: the cutouts' mean RGB
 # (15, 12, 11 at 64 px) then matches that of the 500 real SkyServer cutouts in
 # shared/data/real-sdss (16, 13, 10), with dark sky, white-blue disks and yellow bulges.
 _RGB_SCALES = {"i": 1.0, "r": 1.13, "g": 1.7}
 _RGB_STRETCH, _RGB_Q = 0.8, 8.0
+_N_KNOTS = 40  # star-forming knots per disk (GalSim RandomKnots)
+_FIELD_DENSITY = 3.0  # unrelated sources per arcmin^2 to r = 22.5 in each cutout
+_T_KNOTS = 1e8  # yr: the disk's stars younger than this are drawn in knots
 _BATCH_DRAWS = 4096 * 8  # galaxies drawn per batch of the survey (each batch its own random stream)
 _OBSERVE_CHUNK = 2048  # galaxies observed at once (bounds the (N, W) spectra in memory)
 
@@ -354,6 +363,7 @@ def slab_attenuation(tau: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
     References:
         Disney, Davies & Phillipps 1989, MNRAS 239, 939.
+    Yasuda et al. 2001, AJ 122, 1104 (arXiv:astro-ph/0105545), galaxy counts.
 
     Example:
         >>> float(slab_attenuation(np.array(1.0), np.array(1.0))) > float(
@@ -669,7 +679,8 @@ def _r_dustfree(s: dict[str, np.ndarray]) -> np.ndarray:
 
 class _Components(NamedTuple):
     """Dust-free rest-frame spectra (N, W) in L_sun / A and line luminosities (N, 4) in L_sun of
-    the bulge (``b_``) and the disk (``d_``): old stars, young stars + nebular emission, lines."""
+    the bulge (``b_``) and the disk (``d_``): old stars, young stars + nebular emission, lines;
+    and the disk's stars aged 10-100 Myr (part of ``d_old``), which with ``d_young`` make its knots."""
 
     b_old: np.ndarray
     b_young: np.ndarray
@@ -677,6 +688,7 @@ class _Components(NamedTuple):
     d_old: np.ndarray
     d_young: np.ndarray
     d_lines: np.ndarray
+    d_recent: np.ndarray
 
 
 class _Dust(NamedTuple):
@@ -709,7 +721,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     dust = _attenuation(wave, comps, tau0, axis_ratio, logm)
     av_continuum = _v_band_attenuation(wave, comps, dust)
     dl = _lum_dist(z) * _MPC
-    band_flux = _band_fluxes(wave, z, dl, dust)
+    band_flux = _band_fluxes(wave, z, dl, comps, dust)
     total = band_flux["bulge"] + band_flux["disk"]
     hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d = _sizes_and_fibre_fractions(rng, z, logm, bt, axis_ratio)
     fibre_spec = fib_b[:, None] * dust.bulge + fib_d[:, None] * dust.disk
@@ -735,6 +747,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
         "pa": pa,
         **{f"bulge_{b}": band_flux["bulge"][:, i] for i, b in enumerate(BANDS)},
         **{f"disk_{b}": band_flux["disk"][:, i] for i, b in enumerate(BANDS)},
+        **{f"knots_{b}": band_flux["knots"][:, i] for i, b in enumerate(BANDS)},
         "red": s["red"], "log_sfr_target": s["log_sfr_target"], "fib_b": fib_b, "fib_d": fib_d,
         "disk_thickness": q0,
         # noise-free values behind the catalog's measured labels
@@ -795,7 +808,10 @@ def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
         lines[:, 3] = lines[:, 1] * 10 ** s["log_o3hb_hii"]  # [O III] 5007 from Hbeta
         return w_old @ st, w_young @ st_young + w_neb @ neb_grid, lines
 
-    return _Components(*component(s["mf_b"], s["zb"]), *component(s["mf_d"], s["zd"]))
+    w_disk_old = _component_weights(s["mf_d"], s["zd"], s["log_u"], s["logz_neb"])[0]
+    recent = np.tile(lib.ages < _T_KNOTS, lib.stellar.shape[0])  # age bins 10-100 Myr (younger ones are 0 here)
+    d_recent = (w_disk_old * recent) @ st
+    return _Components(*component(s["mf_b"], s["zb"]), *component(s["mf_d"], s["zd"]), d_recent)
 
 
 def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, axis_ratio: np.ndarray,
@@ -836,12 +852,14 @@ def _v_band_attenuation(wave: np.ndarray, comps: _Components, dust: _Dust) -> np
     return -2.5 * np.log10(att_v / intr_v)
 
 
-def _band_fluxes(wave: np.ndarray, z: np.ndarray, dl: np.ndarray, dust: _Dust) -> dict[str, np.ndarray]:
-    """ugriz fluxes (N, 5) in nanomaggies of the attenuated bulge and disk, total light."""
+def _band_fluxes(wave: np.ndarray, z: np.ndarray, dl: np.ndarray, comps: _Components, dust: _Dust
+                 ) -> dict[str, np.ndarray]:
+    """ugriz fluxes (N, 5) in nanomaggies of the attenuated bulge, disk, and the disk's youngest light."""
     n = len(z)
     fw, fr = _filters()
     band_flux = {}
-    for comp_name, spec in (("bulge", dust.bulge), ("disk", dust.disk)):
+    knots = (comps.d_young * dust.tr_bc + comps.d_recent) * dust.tr_disk  # the disk's young light, drawn as knots
+    for comp_name, spec in (("bulge", dust.bulge), ("disk", dust.disk), ("knots", knots)):
         f = np.empty((n, 5))
         for b in range(5):
             obs = wave[None, :] * (1 + z)[:, None]
@@ -1001,31 +1019,34 @@ def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 
 # ------------------------------------------------------------------------------------ images
-def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
-                  chunk: int = 0) -> np.ndarray:
-    """Render gri cutouts of bulge + disk galaxies and stretch them to 8-bit RGB.
+def render_bands(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
+                 chunk: int = 0) -> np.ndarray:
+    """Render i, r, g images of bulge + disk + star-forming knots, with PSF and sky noise.
+
+    The disk's young light (stars under 100 Myr and their nebular emission, through the disk's
+    and the birth clouds' dust) is drawn as knots: point sources scattered like the disk's light
+    (GalSim's ``RandomKnots``), so galaxies forming more stars look clumpier and bluer in their
+    knots, and quenched disks look smooth.
 
     Arguments:
         cat: the simulation's internal columns (component fluxes in nanomaggies, sizes in arcsec,
             inclination, position angle, seeing) for N galaxies.
         image_size: cutout side in pixels at 0.396"/px.
-        seed: seeds the sky noise, together with ``chunk``.
+        seed: seeds the sky noise and the knots, together with ``chunk``.
         progress: show a tqdm bar.
-        chunk: index of this batch of galaxies within the survey (its own noise stream).
+        chunk: index of this batch of galaxies within the survey (its own random stream).
 
     Returns:
-        (N, image_size, image_size, 3) uint8, R G B = i r g (Lupton et al. 2004 asinh stretch).
+        (N, 3, image_size, image_size) float32: i, r, g in nanomaggies per pixel.
 
     References:
         Rowe et al. 2015, A&C 10, 121 (arXiv:1407.7676), galsim.
-        Lupton et al. 2004, PASP 116, 133 (arXiv:astro-ph/0312483).
     """
     import galsim
-    from astropy.visualization import make_lupton_rgb
     from tqdm import tqdm
 
     n = len(cat["z"])
-    out = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    out = np.empty((n, 3, image_size, image_size), dtype=np.float32)
     rng = np.random.default_rng([seed, 7, chunk])
     gsp = galsim.GSParams(maximum_fft_size=8192)
     for j in tqdm(range(n), disable=not progress, desc="galsim images", leave=False):
@@ -1037,15 +1058,68 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
                                           half_light_radius=float(cat["hlr_disk"][j]),
                                           scale_h_over_r=float(cat["disk_thickness"][j]),
                                           gsparams=gsp).rotate(beta)
-        ib = galsim.Convolve(bulge, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
-        idk = galsim.Convolve(disk, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
-        bands = []
-        for b in ("i", "r", "g"):
-            img = float(cat[f"bulge_{b}"][j]) * ib + float(cat[f"disk_{b}"][j]) * idk
-            img = img + rng.normal(0.0, _SKY_SIGMA[b], img.shape)
-            bands.append(_RGB_SCALES[b] * img)
-        out[j] = make_lupton_rgb(*bands, minimum=0.0, stretch=_RGB_STRETCH, Q=_RGB_Q)
+        knots = galsim.RandomKnots(_N_KNOTS, half_light_radius=float(cat["hlr_disk"][j]), flux=1.0,
+                                   rng=galsim.BaseDeviate(int(rng.integers(1, 2**31))), gsparams=gsp).shear(
+            q=float(cat["axis_ratio"][j]), beta=beta)
+        drawn = [galsim.Convolve(profile, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
+                 for profile in (bulge, disk, knots)]
+        field = _field_sources(rng, image_size, psf, gsp)
+        for k, b in enumerate(("i", "r", "g")):
+            knot_flux = float(cat[f"knots_{b}"][j])
+            img = (float(cat[f"bulge_{b}"][j]) * drawn[0] + (float(cat[f"disk_{b}"][j]) - knot_flux) * drawn[1]
+                   + knot_flux * drawn[2] + field[k])
+            out[j, k] = img + rng.normal(0.0, SKY_SIGMA[b], img.shape)
     return out
+
+
+def _field_sources(rng: np.random.Generator, image_size: int, psf, gsp) -> np.ndarray:
+    """i, r, g images (3, S, S) in nanomaggies of unrelated stars and galaxies in the cutout's field.
+
+    Sources down to r = 22.5 at a density of 3 per arcmin^2, with counts rising as 10^(0.4 r)
+    (galaxy counts of Yasuda et al. 2001; a fifth are stars), random positions, colours and sizes.
+    """
+    import galsim
+
+    area = (image_size * PIXEL_SCALE / 60.0) ** 2  # arcmin^2
+    n = rng.poisson(_FIELD_DENSITY * area)
+    out = np.zeros((3, image_size, image_size))
+    if n == 0:
+        return out
+    half = image_size * PIXEL_SCALE / 2
+    # r magnitudes from counts N(<r) ~ 10^(0.4 r) between 17 and 22.5
+    mag_r = 22.5 + 2.5 * np.log10(rng.uniform(10 ** (0.4 * (17.0 - 22.5)), 1.0, n))
+    g_r, r_i = rng.uniform(0.2, 1.4, n), rng.uniform(0.1, 0.5, n)
+    star = rng.random(n) < 0.2
+    hlr = rng.uniform(0.3, 1.5, n)
+    pos = rng.uniform(-half, half, (n, 2))
+    shapes = [galsim.Gaussian(sigma=1e-3, flux=1.0, gsparams=gsp) if star[m] else
+              galsim.Exponential(half_light_radius=float(hlr[m]), flux=1.0, gsparams=gsp) for m in range(n)]
+    for k, offset in enumerate((-r_i, np.zeros(n), g_r)):  # i, r, g magnitudes relative to r
+        flux = 10 ** (-0.4 * (mag_r + offset - 22.5))
+        sources = galsim.Add([shapes[m].shift(*pos[m]) * float(flux[m]) for m in range(n)])
+        out[k] = galsim.Convolve(sources, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
+    return out
+
+
+def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
+                  chunk: int = 0) -> np.ndarray:
+    """Render gri cutouts (``render_bands``) and stretch them to 8-bit RGB.
+
+    Arguments:
+        cat, image_size, seed, progress, chunk: as for ``render_bands``.
+
+    Returns:
+        (N, image_size, image_size, 3) uint8, R G B = i r g (Lupton et al. 2004 asinh stretch).
+
+    References:
+        Lupton et al. 2004, PASP 116, 133 (arXiv:astro-ph/0312483).
+    """
+    from astropy.visualization import make_lupton_rgb
+
+    bands = render_bands(cat, image_size, seed, progress, chunk)
+    scales = np.array([_RGB_SCALES[b] for b in ("i", "r", "g")], dtype=np.float32)[:, None, None]
+    return np.stack([make_lupton_rgb(*(scales * one), minimum=0.0, stretch=_RGB_STRETCH, Q=_RGB_Q)
+                     for one in bands]) if len(bands) else np.empty((0, image_size, image_size, 3), np.uint8)
 
 
 # ---------------------------------------------------------------------------------- the survey

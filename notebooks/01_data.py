@@ -226,32 +226,28 @@ lines
 # same selection (`galnb.simulation.NAIR_ABRAHAM`), and both samples keep star formers,
 # $\log\,\mathrm{sSFR} > -10.8$.
 #
-# :::{admonition} What is compared, and what is not yet
-# :class: warning
-# The real b/a and $R_{50}$ are measured on SDSS images; the simulated ones are still the
-# simulation's true disk axis ratio and half-light radius, not measured on its images the way
-# SDSS measures them. A bulge makes a real edge-on galaxy look rounder than its disk, so the
-# simulated edge-on bin holds more bulge-dominated galaxies than the real one.
-# :::
+# Structure is measured on the simulated images the way SDSS measures it on real ones
+# (`galnb.validation.measure_structure`, with `statmorph` {cite}`rodriguezgomez2019`): b/a from
+# the image moments of the r-band light, and circular Petrosian $R_{50}$ and $R_{90}$, the radii
+# holding half and 90 % of the flux within twice the Petrosian radius. Inclination reddening is
+# the colour difference between $b/a = 0.3$ and $b/a = 0.9$ of a straight-line fit of colour
+# against $\log b/a$ in each mass bin, with a bootstrap standard error.
 
 # %%
 from IPython.display import Markdown
 
-from galnb import simulation
-
 real_folder = validation.real_sdss_dir(real_sdss)
 if real_folder is None:
-    structure = validation.StructureComparison(pd.DataFrame(), {}, {}, (
+    structure = validation.StructureComparison(pd.DataFrame(), {}, {}, {}, (
         f"The real catalog was not given, so this section was skipped: set `{validation.REAL_SDSS_ENV}` (or "
         f"`-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}`, from "
         "../shared/data/real-sdss/ or VizieR J/ApJS/186/427."))
 else:
-    structure = validation.compare_structure(
-        validation.nair_abraham(real_folder),
-        validation.simulated_structure(simulation.simulate_catalog(3000, seed, simulation.NAIR_ABRAHAM)))
+    structure = validation.compare_structure(validation.nair_abraham(real_folder),
+                                             validation.simulated_structure(run.scale.n_structure, seed))
 glue_all("data", structure_note=Markdown(structure.note),
          structure_vs_real=plots.structure_vs_real(
-             {k: v for k, v in structure.reddening.items() if "g-r" in k}, structure.sizes),
+             {k: v for k, v in structure.reddening.items() if "g-r" in k}, structure.sizes, structure.concentration),
          structure_table=structure.table.style.format(precision=3) if len(structure.table) else "(skipped)")
 
 # %% [markdown]
@@ -260,7 +256,7 @@ glue_all("data", structure_note=Markdown(structure.note),
 # ```{glue:figure} data_structure_table
 # :name: tab-data-structure
 #
-# Edge-on ($b/a<0.3$) minus face-on ($b/a>0.8$) median colour, and the median and scatter of
+# Colour at $b/a=0.3$ minus colour at $b/a=0.9$ (fitted), and the median and scatter of
 # $\log R_{50}$, in bins of $\log M_\star$, for real and simulated star-forming galaxies.
 # ```
 #
@@ -268,8 +264,8 @@ glue_all("data", structure_note=Markdown(structure.note),
 # :name: fig-data-structure
 #
 # Left: how much redder in $g-r$ edge-on star-forming disks are than face-on ones, real
-# (black) and simulated (blue), with bootstrap standard errors. Right: median $\log R_{50}$ and
-# its 16–84 % half-range.
+# (black) and simulated (blue), with bootstrap standard errors. Middle: median $\log R_{50}$ and
+# its 16–84 % half-range. Right: median concentration $R_{90}/R_{50}$ against sSFR.
 # ```
 #
 # The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`

@@ -20,6 +20,7 @@ __all__ = [
     "photometry_vs_real",
     "bpt_diagram",
     "structure_vs_real",
+    "cutouts_real_vs_simulated",
     "learning_curves",
     "accuracy_informativeness",
     "scaling_relations",
@@ -179,6 +180,19 @@ def structure_vs_real(reddening: dict[str, pd.DataFrame], sizes: dict[str, pd.Da
     axes[2].set(xlabel="log sSFR bin [1/yr]", ylabel=r"median $R_{90}/R_{50}$ (Petrosian, r band)",
                 title="Concentration (star-forming)")
     axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cutouts_real_vs_simulated(real: np.ndarray, simulated: np.ndarray, n: int = 8) -> Figure:
+    """Two rows of real SDSS cutouts over two rows of simulated ones, framed alike."""
+    fig, axes = plt.subplots(4, n, figsize=(1.5 * n, 6.4))
+    for row, (images, name) in enumerate(((real, "real SDSS"), (real[n:], "real SDSS"),
+                                          (simulated, "simulated"), (simulated[n:], "simulated"))):
+        for k, ax in enumerate(axes[row]):
+            ax.imshow(images[k])
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row, 0].set_ylabel(name)
     fig.tight_layout()
     return fig
 

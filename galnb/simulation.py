@@ -1020,7 +1020,7 @@ def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
 
 # ------------------------------------------------------------------------------------ images
 def render_bands(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
-                 chunk: int = 0) -> np.ndarray:
+                 chunk: int = 0, pixel_scale: float | np.ndarray = PIXEL_SCALE) -> np.ndarray:
     """Render i, r, g images of bulge + disk + star-forming knots, with PSF and sky noise.
 
     The disk's young light (stars under 100 Myr and their nebular emission, through the disk's
@@ -1035,9 +1035,13 @@ def render_bands(cat: pd.DataFrame | dict, image_size: int, seed: int, progress:
         seed: seeds the sky noise and the knots, together with ``chunk``.
         progress: show a tqdm bar.
         chunk: index of this batch of galaxies within the survey (its own random stream).
+        pixel_scale: arcsec per pixel, one for all or (N,) one per galaxy (e.g. to frame each
+            galaxy as SkyServer frames a cutout of given width). As in SkyServer's resampled
+            cutouts, surface brightness is kept: values stay per native 0.396" pixel, with the
+            native sky noise.
 
     Returns:
-        (N, 3, image_size, image_size) float32: i, r, g in nanomaggies per pixel.
+        (N, 3, image_size, image_size) float32: i, r, g in nanomaggies per 0.396" pixel.
 
     References:
         Rowe et al. 2015, A&C 10, 121 (arXiv:1407.7676), galsim.
@@ -1049,7 +1053,9 @@ def render_bands(cat: pd.DataFrame | dict, image_size: int, seed: int, progress:
     out = np.empty((n, 3, image_size, image_size), dtype=np.float32)
     rng = np.random.default_rng([seed, 7, chunk])
     gsp = galsim.GSParams(maximum_fft_size=8192)
+    scales = np.broadcast_to(np.asarray(pixel_scale, dtype=float), (n,))
     for j in tqdm(range(n), disable=not progress, desc="galsim images", leave=False):
+        scale = float(scales[j])
         psf = galsim.Kolmogorov(fwhm=float(cat["seeing"][j]), gsparams=gsp)
         beta = float(cat["pa"][j]) * galsim.radians
         bulge = galsim.DeVaucouleurs(half_light_radius=float(cat["hlr_bulge"][j]), gsparams=gsp).shear(
@@ -1061,18 +1067,18 @@ def render_bands(cat: pd.DataFrame | dict, image_size: int, seed: int, progress:
         knots = galsim.RandomKnots(_N_KNOTS, half_light_radius=float(cat["hlr_disk"][j]), flux=1.0,
                                    rng=galsim.BaseDeviate(int(rng.integers(1, 2**31))), gsparams=gsp).shear(
             q=float(cat["axis_ratio"][j]), beta=beta)
-        drawn = [galsim.Convolve(profile, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
+        drawn = [galsim.Convolve(profile, psf).drawImage(nx=image_size, ny=image_size, scale=scale).array
                  for profile in (bulge, disk, knots)]
-        field = _field_sources(rng, image_size, psf, gsp)
+        field = _field_sources(rng, image_size, scale, psf, gsp)
         for k, b in enumerate(("i", "r", "g")):
             knot_flux = float(cat[f"knots_{b}"][j])
             img = (float(cat[f"bulge_{b}"][j]) * drawn[0] + (float(cat[f"disk_{b}"][j]) - knot_flux) * drawn[1]
                    + knot_flux * drawn[2] + field[k])
-            out[j, k] = img + rng.normal(0.0, SKY_SIGMA[b], img.shape)
+            out[j, k] = img * (PIXEL_SCALE / scale) ** 2 + rng.normal(0.0, SKY_SIGMA[b], img.shape)
     return out
 
 
-def _field_sources(rng: np.random.Generator, image_size: int, psf, gsp) -> np.ndarray:
+def _field_sources(rng: np.random.Generator, image_size: int, scale: float, psf, gsp) -> np.ndarray:
     """i, r, g images (3, S, S) in nanomaggies of unrelated stars and galaxies in the cutout's field.
 
     Sources down to r = 22.5 at a density of 3 per arcmin^2, with counts rising as 10^(0.4 r)
@@ -1080,12 +1086,12 @@ def _field_sources(rng: np.random.Generator, image_size: int, psf, gsp) -> np.nd
     """
     import galsim
 
-    area = (image_size * PIXEL_SCALE / 60.0) ** 2  # arcmin^2
+    area = (image_size * scale / 60.0) ** 2  # arcmin^2
     n = rng.poisson(_FIELD_DENSITY * area)
     out = np.zeros((3, image_size, image_size))
     if n == 0:
         return out
-    half = image_size * PIXEL_SCALE / 2
+    half = image_size * scale / 2
     # r magnitudes from counts N(<r) ~ 10^(0.4 r) between 17 and 22.5
     mag_r = 22.5 + 2.5 * np.log10(rng.uniform(10 ** (0.4 * (17.0 - 22.5)), 1.0, n))
     g_r, r_i = rng.uniform(0.2, 1.4, n), rng.uniform(0.1, 0.5, n)
@@ -1097,16 +1103,16 @@ def _field_sources(rng: np.random.Generator, image_size: int, psf, gsp) -> np.nd
     for k, offset in enumerate((-r_i, np.zeros(n), g_r)):  # i, r, g magnitudes relative to r
         flux = 10 ** (-0.4 * (mag_r + offset - 22.5))
         sources = galsim.Add([shapes[m].shift(*pos[m]) * float(flux[m]) for m in range(n)])
-        out[k] = galsim.Convolve(sources, psf).drawImage(nx=image_size, ny=image_size, scale=PIXEL_SCALE).array
+        out[k] = galsim.Convolve(sources, psf).drawImage(nx=image_size, ny=image_size, scale=scale).array
     return out
 
 
 def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress: bool = False,
-                  chunk: int = 0) -> np.ndarray:
+                  chunk: int = 0, pixel_scale: float | np.ndarray = PIXEL_SCALE) -> np.ndarray:
     """Render gri cutouts (``render_bands``) and stretch them to 8-bit RGB.
 
     Arguments:
-        cat, image_size, seed, progress, chunk: as for ``render_bands``.
+        cat, image_size, seed, progress, chunk, pixel_scale: as for ``render_bands``.
 
     Returns:
         (N, image_size, image_size, 3) uint8, R G B = i r g (Lupton et al. 2004 asinh stretch).
@@ -1116,7 +1122,7 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
     """
     from astropy.visualization import make_lupton_rgb
 
-    bands = render_bands(cat, image_size, seed, progress, chunk)
+    bands = render_bands(cat, image_size, seed, progress, chunk, pixel_scale)
     scales = np.array([_RGB_SCALES[b] for b in ("i", "r", "g")], dtype=np.float32)[:, None, None]
     return np.stack([make_lupton_rgb(*(scales * one), minimum=0.0, stretch=_RGB_STRETCH, Q=_RGB_Q)
                      for one in bands]) if len(bands) else np.empty((0, image_size, image_size, 3), np.uint8)

@@ -30,6 +30,10 @@ __all__ = [
     "inclination_reddening",
     "size_mass",
     "measure_structure",
+    "real_cutouts",
+    "framed_like_skyserver",
+    "cutout_statistics",
+    "compare_statistics",
     "StructureComparison",
     "compare_structure",
     "real_sdss_photometry",
@@ -437,3 +441,133 @@ def compare_structure(real: pd.DataFrame, simulated: pd.DataFrame) -> StructureC
             "structure measured on the images of both; reddening in magnitudes with bootstrap standard errors, "
             "radii in log kpc.")
     return StructureComparison(table, reddening, sizes, concentration, note)
+
+
+# --------------------------------------------------------------------- cutouts vs real cutouts
+#: Folder of the 500 real SkyServer cutouts (Wu & Boada 2019 sample) inside the real-SDSS folder.
+_REAL_CUTOUTS = "wu-boada-500"
+
+
+def real_cutouts(folder: str | Path, n: int, seed: int = 0) -> np.ndarray:
+    """Real SDSS gri JPEG cutouts of MGS star formers, each spanning twice its Petrosian R90.
+
+    Arguments:
+        folder: the real-SDSS folder (``real_sdss_dir``) holding ``wu-boada-500/``.
+        n: cutouts to read (a random subset of the 500).
+        seed: chooses the subset.
+
+    Returns:
+        (n, 128, 128, 3) uint8.
+
+    Raises:
+        FileNotFoundError: the cutouts are not there.
+
+    References:
+        Wu & Boada 2019, MNRAS 484, 4683 (arXiv:1810.12913).
+    """
+    from PIL import Image
+
+    paths = sorted((Path(folder) / _REAL_CUTOUTS).glob("*/*.jpg"))
+    if not paths:
+        raise FileNotFoundError(f"no cutouts in {Path(folder) / _REAL_CUTOUTS}/*/*.jpg "
+                                "(see ../shared/data/real-sdss/README.md)")
+    chosen = np.random.default_rng(seed).choice(len(paths), size=min(n, len(paths)), replace=False)
+    return np.stack([np.asarray(Image.open(paths[k]).convert("RGB")) for k in sorted(chosen)])
+
+
+def framed_like_skyserver(n: int, seed: int, size: int = 128, field_in_r90: float = 5.0) -> np.ndarray:
+    """Simulated MGS star formers framed as the real cutouts are: the field a fixed multiple of R90.
+
+    R90 is measured (``measure_structure``) on an r-band image at the native 0.396"/px, then
+    the galaxy is drawn again at the pixel scale that makes ``size`` pixels span
+    ``field_in_r90`` x R90. The real cutouts' README says about 2 x petroR90, but their galaxies'
+    half-light radius in the displayed light is 17 px of 128, which the simulated galaxies reach
+    at about 5 x R90; the default frames them alike on that measured size.
+
+    Arguments:
+        n: galaxies. seed: random seed. size: cutout side in pixels.
+        field_in_r90: field width in units of the measured Petrosian R90.
+
+    Returns:
+        (n, size, size, 3) uint8 RGB, stretched as the book's cutouts are.
+    """
+    from . import simulation
+
+    cat = simulation.simulate_catalog(n, seed, internal=True)
+    r_band = simulation.render_bands(cat, 96, seed)[:, 1]
+    r90 = measure_structure(r_band, simulation.SKY_SIGMA["r"], simulation.PIXEL_SCALE).r90_arcsec
+    r90 = r90.fillna(3.0 * cat.r_half).to_numpy()
+    return simulation.render_images(cat, size, seed, pixel_scale=field_in_r90 * r90 / size)
+
+
+def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
+    """Scale-free statistics of RGB cutouts centred on a galaxy that spans the field.
+
+    On the summed R + G + B light: statmorph's concentration C = 5 log10(r80/r20), asymmetry
+    and smoothness (clumpiness). Colour gradient: log10(R/B) within the inner eighth of the
+    field's width minus in the ring from a quarter to seven-sixteenths of it (positive: a
+    redder centre, as a yellow bulge in a blue disk). The sky noise is read from the border.
+
+    Arguments:
+        images: (N, S, S, 3) uint8 RGB, both sets stretched for display (the simulated ones as
+            ``make_lupton_rgb``, SkyServer's with its own asinh stretch), so the statistics are
+            compared, not read as physical.
+
+    Returns:
+        One row per image: ``colour_gradient``, ``concentration``, ``asymmetry``, ``smoothness``.
+    """
+    import warnings
+
+    import statmorph
+    from photutils.segmentation import detect_sources
+
+    rows = []
+    for rgb in np.asarray(images, dtype=np.float64):
+        size = rgb.shape[0]
+        light = rgb.sum(axis=2)
+        border = np.concatenate([light[:6].ravel(), light[-6:].ravel(), light[:, :6].ravel(), light[:, -6:].ravel()])
+        sky, noise = np.median(border), 1.4826 * np.median(np.abs(border - np.median(border))) + 1e-3
+        light = light - sky
+        yy, xx = np.indices(light.shape) - (size - 1) / 2
+        radius = np.hypot(xx, yy)
+        inner, ring = radius < size / 8, (radius > size / 4) & (radius < 7 * size / 16)
+        red, blue = rgb[..., 0] + 1.0, rgb[..., 2] + 1.0
+        gradient = np.log10(red[inner].mean() / blue[inner].mean()) - np.log10(red[ring].mean() / blue[ring].mean())
+        segments = detect_sources(light, 2.0 * noise, 10)
+        label = 0 if segments is None else int(segments.data[size // 2, size // 2])
+        row = {"colour_gradient": gradient, "concentration": np.nan, "asymmetry": np.nan, "smoothness": np.nan}
+        if label:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                morph = statmorph.source_morphology(light, (segments.data == label).astype(np.int32),
+                                                    weightmap=np.full(light.shape, noise))[0]
+            if morph.flag < 2:
+                row.update(concentration=morph.concentration, asymmetry=morph.asymmetry, smoothness=morph.smoothness)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_statistics(real: pd.DataFrame, simulated: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
+    """Median of each column for real and simulated rows, their difference, and bootstrap errors.
+
+    Arguments:
+        real, simulated: rows of the same columns (e.g. ``cutout_statistics``).
+        n_boot: bootstrap resamples. seed: seeds them.
+
+    Returns:
+        One row per column: ``real``, ``simulated``, ``difference`` (simulated - real) and
+        ``difference_se`` (bootstrap standard error of the difference of medians).
+    """
+    rng = np.random.default_rng(seed)
+
+    def boot_medians(values: np.ndarray) -> np.ndarray:
+        values = values[np.isfinite(values)]
+        return np.median(values[rng.integers(0, len(values), (n_boot, len(values)))], axis=1)
+
+    rows = []
+    for column in real.columns:
+        a, b = real[column].to_numpy(float), simulated[column].to_numpy(float)
+        rows.append({"statistic": column, "real": np.nanmedian(a), "simulated": np.nanmedian(b),
+                     "difference": np.nanmedian(b) - np.nanmedian(a),
+                     "difference_se": float(np.std(boot_medians(b) - boot_medians(a)))})
+    return pd.DataFrame(rows)

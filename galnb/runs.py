@@ -82,7 +82,7 @@ SCALES: dict[str, Scale] = {
               lr_schedule="cosine"),
         Scale(name="small", n_galaxies=12_000, image_size=48, max_epochs=40, patience=10, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=500, n_kl_draws=100, n_eval=500, toy_train_steps=8_000, toy_n_samples=5_000,
-              vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, n_structure=2_000,
+              vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, n_structure=1_000,
               lr_schedule="cosine"),
         Scale(name="paper", n_galaxies=106_800, image_size=128, max_epochs=300, patience=10, lr=5e-5, batch_size=64,
               ode_steps=100, n_draws=1_000, n_kl_draws=1_000, n_eval=1_000, toy_train_steps=30_000,

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "cfm": "Flow matching: sampler, log-density and solvers",
     "simulation": "Survey simulation: speed and colours",
     "memory": "Memory of paper-scale data loading",
+    "information": "Structure beside photometry: real and simulated galaxies",
 }
 
 

@@ -504,9 +504,10 @@ def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
     """Scale-free statistics of RGB cutouts centred on a galaxy that spans the field.
 
     On the summed R + G + B light: statmorph's concentration C = 5 log10(r80/r20), asymmetry
-    and smoothness (clumpiness). Colour gradient: log10(R/B) within the inner eighth of the
-    field's width minus in the ring from a quarter to seven-sixteenths of it (positive: a
-    redder centre, as a yellow bulge in a blue disk). The sky noise is read from the border.
+    and smoothness (clumpiness). Colour gradient: log10(R/B) of the sky-subtracted light within
+    the inner eighth of the field's width minus in the ring from a quarter to seven-sixteenths
+    of it (positive: a redder centre, as a yellow bulge in a blue disk). The sky level and
+    noise are read from a 6-pixel border.
 
     Arguments:
         images: (N, S, S, 3) uint8 RGB, both sets stretched for display (the simulated ones as
@@ -531,8 +532,14 @@ def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
         yy, xx = np.indices(light.shape) - (size - 1) / 2
         radius = np.hypot(xx, yy)
         inner, ring = radius < size / 8, (radius > size / 4) & (radius < 7 * size / 16)
-        red, blue = rgb[..., 0] + 1.0, rgb[..., 2] + 1.0
-        gradient = np.log10(red[inner].mean() / blue[inner].mean()) - np.log10(red[ring].mean() / blue[ring].mean())
+        edge = np.concatenate([rgb[:6].reshape(-1, 3), rgb[-6:].reshape(-1, 3), rgb[:, :6].reshape(-1, 3),
+                               rgb[:, -6:].reshape(-1, 3)])
+        red, blue = (rgb[..., c] - np.median(edge[:, c]) for c in (0, 2))  # sky-subtracted R and B
+
+        def log_ratio(region: np.ndarray) -> float:
+            return float(np.log10(max(red[region].mean(), 1e-3) / max(blue[region].mean(), 1e-3)))
+
+        gradient = log_ratio(inner) - log_ratio(ring)
         segments = detect_sources(light, 2.0 * noise, 10)
         label = 0 if segments is None else int(segments.data[size // 2, size // 2])
         row = {"colour_gradient": gradient, "concentration": np.nan, "asymmetry": np.nan, "smoothness": np.nan}

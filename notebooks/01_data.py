@@ -240,8 +240,9 @@ real_folder = validation.real_sdss_dir(real_sdss)
 if real_folder is None:
     structure = validation.StructureComparison(pd.DataFrame(), {}, {}, {}, (
         f"The real catalog was not given, so this section was skipped: set `{validation.REAL_SDSS_ENV}` (or "
-        f"`-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}`, from "
-        "../shared/data/real-sdss/ or VizieR J/ApJS/186/427."))
+        f"`-p real_sdss FOLDER`) to the folder holding `{validation.NAIR_ABRAHAM_FILE}` (the Nair & Abraham "
+        "catalog with MPA-JHU masses and SFRs, from github.com/jbrinchmann/MLD2019; VizieR's J/ApJS/186/427 lacks "
+        "the SFRs) and `wu-boada-500/` (github.com/jwuphysics/convnet-demo)."))
 else:
     structure = validation.compare_structure(validation.nair_abraham(real_folder),
                                              validation.simulated_structure(run.scale.n_structure, seed))

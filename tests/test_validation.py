@@ -56,3 +56,28 @@ def test_real_sdss_dir_comes_from_the_parameter_or_the_environment(tmp_path, mon
         validation.real_sdss_dir()
     with pytest.raises(FileNotFoundError, match="nair-abraham-2010.fits is absent"):
         validation.nair_abraham(tmp_path)
+
+
+def test_cutout_statistics_see_a_red_centre_and_compare_with_errors():
+    # A red core in a blue disk gives a positive colour gradient; the comparison reports medians,
+    # their difference and a bootstrap error.
+    yy, xx = np.indices((128, 128)) - 63.5
+    r = np.hypot(xx, yy)
+    disk, core = 150 * np.exp(-r / 15), 150 * np.exp(-r / 5)
+    rgb = np.stack([disk + core, disk + 0.5 * core, 1.3 * disk + 0.1 * core], axis=-1)
+    rng = np.random.default_rng(0)
+    images = np.clip(20 + rgb[None] + rng.normal(0, 2, (4, 128, 128, 3)), 0, 255).astype(np.uint8)
+    stats = validation.cutout_statistics(images)
+    assert (stats.colour_gradient > 0.03).all() and stats.concentration.notna().all()
+    table = validation.compare_statistics(stats, stats.assign(colour_gradient=stats.colour_gradient + 0.2))
+    row = table.set_index("statistic").loc["colour_gradient"]
+    assert abs(row.difference - 0.2) < 1e-9 and row.difference_se >= 0
+
+
+def test_render_bands_keeps_surface_brightness_at_any_pixel_scale():
+    cat = sim.simulate_catalog(2, seed=4, internal=True)
+    native = sim.render_bands(cat, 64, seed=0)
+    coarse = sim.render_bands(cat, 32, seed=0, pixel_scale=2 * sim.PIXEL_SCALE)
+    # the same 25" field: values are per native pixel area, so a coarse pixel holds 4x its value
+    np.testing.assert_allclose(4 * coarse.sum(axis=(2, 3)), native.sum(axis=(2, 3)), rtol=0.1)
+    assert native.shape == (2, 3, 64, 64) and native.dtype == np.float32

@@ -99,9 +99,7 @@ def kauffmann03(log_n2: np.ndarray) -> np.ndarray:
     References:
         Kauffmann et al. 2003, MNRAS 346, 1055 (arXiv:astro-ph/0304239), eq. 1.
     """
-    x = np.asarray(log_n2, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x < 0.05, 0.61 / (x - 0.05) + 1.3, np.nan)
+    return _bpt_curve(log_n2, 0.05, 1.3)
 
 
 def kewley01(log_n2: np.ndarray) -> np.ndarray:
@@ -116,9 +114,14 @@ def kewley01(log_n2: np.ndarray) -> np.ndarray:
     References:
         Kewley et al. 2001, ApJ 556, 121 (arXiv:astro-ph/0106324), eq. 5.
     """
+    return _bpt_curve(log_n2, 0.47, 1.19)
+
+
+def _bpt_curve(log_n2: np.ndarray, asymptote: float, offset: float) -> np.ndarray:
+    """0.61 / (log_n2 - asymptote) + offset left of the asymptote, NaN right of it."""
     x = np.asarray(log_n2, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x < 0.47, 0.61 / (x - 0.47) + 1.19, np.nan)
+        return np.where(x < asymptote, 0.61 / (x - asymptote) + offset, np.nan)
 
 
 #: Kewley & Ellison (2008, ApJ 681, 1183, arXiv:0801.1849), Table 3: y = a + b x + c x^2 + d x^3.

@@ -1196,6 +1196,8 @@ def simulate_catalog(n: int, seed: int, selection: Selection = MGS_STAR_FORMING,
     """
     if n < 1:
         raise ValueError(f"n must be positive, got {n}")
+    if selection.band not in BANDS or not 0.0 <= selection.z_min < selection.z_max <= Z_MAX:
+        raise ValueError(f"selection: band must be one of {BANDS} and 0 <= z_min < z_max <= {Z_MAX}, got {selection}")
     full, _ = _survivors(n, seed, selection, progress)
     catalog = _catalog_frame(full)
     if internal:

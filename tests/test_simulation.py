@@ -274,3 +274,10 @@ def test_metallicity_marginal_matches_wu_boada_sample(survey):
 def test_emission_line_columns_are_in_sdss_units(survey):
     cat, _, _ = survey
     assert np.median(cat[LINES[0]]) > 20  # Halpha of MGS star formers: tens to thousands x 1e-17
+
+
+def test_simulate_catalog_refuses_an_unknown_selection():
+    with pytest.raises(ValueError, match="band must be one of"):
+        sim.simulate_catalog(3, seed=1, selection=sim.Selection(band="y"))
+    with pytest.raises(ValueError, match="z_min < z_max"):
+        sim.simulate_catalog(3, seed=1, selection=sim.Selection(z_min=0.2, z_max=0.1))

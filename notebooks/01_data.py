@@ -269,6 +269,11 @@ glue_all("data", structure_note=Markdown(structure.note),
 # its 16–84 % half-range. Right: median concentration $R_{90}/R_{50}$ against sSFR.
 # ```
 #
+# Whether these measured numbers say as much about a galaxy's mass and star formation in the
+# simulation as in real galaxies is tested with the same flow-matching procedure on both
+# (`benchmarks/bench_information.py`); its recorded result is on the
+# {doc}`Benchmarks page <../book/benchmarks>`.
+#
 # The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`
 # with their references; the birth-cloud screen does not depend on viewing angle, so the
 # Balmer decrement barely changes with inclination, as in real disks {cite}`yip2010`, while

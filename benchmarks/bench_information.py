@@ -30,7 +30,7 @@ import torch
 from scipy.stats import trim_mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from galnb import simulation, validation  # noqa: E402
+from galnb import validation  # noqa: E402
 from galnb.cfm import CFM  # noqa: E402
 
 from record import Record, add_json_option  # noqa: E402
@@ -38,32 +38,6 @@ from record import Record, add_json_option  # noqa: E402
 TARGETS = ("log_mstar", "log_sfr")
 PHOTOMETRY = ("mag_u", "mag_g", "mag_r", "mag_i", "mag_z")
 STRUCTURE = ("axis_ratio", "r50_arcsec", "concentration")
-
-
-def real_sample(folder: Path) -> pd.DataFrame:
-    """Nair & Abraham star formers with ugriz, SDSS b/a and Petrosian radii."""
-    from astropy.table import Table
-
-    t = Table.read(folder / validation.NAIR_ABRAHAM_FILE).to_pandas()
-    r = t["RMAG"]
-    d = pd.DataFrame({"log_mstar": t["LGM"], "log_sfr": t["SFRT"], "log_ssfr": t["SFRM"],
-                      "mag_r": r, "mag_g": r + t["GR"], "mag_u": r + t["GR"] + t["UG"],
-                      "mag_i": r - t["RI"], "mag_z": r - t["RI"] - t["IZ"],
-                      "axis_ratio": t["B_A"], "r50_arcsec": t["RP50"], "concentration": t["RP90"] / t["RP50"]})
-    ok = (np.isfinite(d).all(axis=1) & (d.log_mstar > 7) & (d.log_sfr > -5) & d.axis_ratio.between(0.01, 1)
-          & (d.r50_arcsec > 0) & d[list(PHOTOMETRY)].apply(lambda c: c.between(8, 25)).all(axis=1))
-    d = d[ok]
-    return d[validation.star_forming(d)].reset_index(drop=True)
-
-
-def simulated_sample(n: int, seed: int, image_size: int = 96) -> pd.DataFrame:
-    """Simulated star formers selected like Nair & Abraham, structure measured on their images."""
-    drawn = simulation.simulate_catalog(3 * n, seed, simulation.NAIR_ABRAHAM, internal=True)
-    cat = drawn[(drawn.log_sfr - drawn.log_mstar).to_numpy() > -10.8].head(n).reset_index(drop=True)
-    bands = simulation.render_bands(cat, image_size, seed)
-    measured = validation.measure_structure(bands[:, 1], simulation.SKY_SIGMA["r"], simulation.PIXEL_SCALE)
-    d = pd.concat([cat[[*TARGETS, *PHOTOMETRY]], measured[["axis_ratio", "r50_arcsec", "concentration"]]], axis=1)
-    return d[(measured.flag < 2).to_numpy() & np.isfinite(d).all(axis=1).to_numpy()].reset_index(drop=True)
 
 
 def log_p_truth(train: pd.DataFrame, test: pd.DataFrame, inputs: tuple[str, ...], steps: int, seed: int) -> np.ndarray:
@@ -125,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     if folder is None:
         parser.error(f"give the real folder with --real or ${validation.REAL_SDSS_ENV}")
     with Record("information", args.json) as rec:
-        real = real_sample(folder)
+        real = validation.nair_abraham(folder)
+        real = real[validation.star_forming(real)]
         if args.n_real:
             real = real.sample(n=min(args.n_real, len(real)), random_state=0).reset_index(drop=True)
         results = {"real": information_gain(real, args.seeds, args.steps),
-                   "simulated": information_gain(simulated_sample(args.n_sim, seed=0), args.seeds, args.steps)}
+                   "simulated": information_gain(validation.simulated_structure(args.n_sim, seed=0),
+                                                 args.seeds, args.steps)}
         rec.section("Gain in log p(theta*) of (log M*, log SFR) from b/a, R50 and R90/R50 beside ugriz [nats]")
         rec.table(pd.DataFrame([{
             "sample": name, "galaxies": r["n_galaxies"], "median gain": r["median"]["mean"],

@@ -214,14 +214,16 @@ def _kpc_per_arcsec(z: np.ndarray) -> np.ndarray:
 def nair_abraham(folder: str | Path) -> pd.DataFrame:
     """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in ``_STRUCTURE_COLUMNS``.
 
-    Masses and SFRs are MPA-JHU's; b/a and the Petrosian R50 are SDSS r-band measurements;
-    colours are observed-frame model colours. Rows with sentinel values are dropped.
+    Masses and SFRs are MPA-JHU's; b/a and the Petrosian radii are SDSS r-band measurements;
+    colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
+    sentinel values are dropped.
 
     Arguments:
         folder: the folder holding ``nair-abraham-2010.fits`` (see ``real_sdss_dir``).
 
     Returns:
-        DataFrame with ``_STRUCTURE_COLUMNS`` and ``r90_kpc`` and ``t_type``.
+        DataFrame with ``_STRUCTURE_COLUMNS``, ``r90_kpc``, ``r50_arcsec``, ``concentration``,
+        ``log_sfr``, ``mag_u`` ... ``mag_z`` and ``t_type``.
 
     Raises:
         FileNotFoundError: the file is not in ``folder``.
@@ -237,11 +239,15 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
                                 f"is read from there; see ../shared/data/real-sdss/README.md")
     t = Table.read(path).to_pandas()
     scale = _kpc_per_arcsec(t["Z"])
+    r, g = t["RMAG"], t["RMAG"] + t["GR"]
     df = pd.DataFrame({"z": t["Z"], "log_mstar": t["LGM"], "log_ssfr": t["SFRM"], "axis_ratio": t["B_A"],
-                       "r50_kpc": t["RP50"] * scale, "r90_kpc": t["RP90"] * scale, "u_g": t["UG"], "g_r": t["GR"],
-                       "mag_r": t["RMAG"], "t_type": t["T_TYPE"]}).astype(float)
-    ok = ((df.log_mstar > 7) & (df.log_ssfr > -20) & df.axis_ratio.between(0.01, 1.0) & (df.r50_kpc > 0)
-          & df.u_g.between(-1, 4) & df.g_r.between(-1, 2) & (df.mag_r > 0) & (df.t_type > -10))
+                       "r50_kpc": t["RP50"] * scale, "u_g": t["UG"], "g_r": t["GR"], "mag_r": r,
+                       "r90_kpc": t["RP90"] * scale, "r50_arcsec": t["RP50"], "concentration": t["RP90"] / t["RP50"],
+                       "log_sfr": t["SFRT"], "mag_u": g + t["UG"], "mag_g": g, "mag_i": r - t["RI"],
+                       "mag_z": r - t["RI"] - t["IZ"], "t_type": t["T_TYPE"]}).astype(float)
+    ok = ((df.log_mstar > 7) & (df.log_ssfr > -20) & (df.log_sfr > -5) & df.axis_ratio.between(0.01, 1.0)
+          & (df.r50_kpc > 0) & df.u_g.between(-1, 4) & df.g_r.between(-1, 2) & (df.mag_r > 0) & (df.t_type > -10)
+          & df[list(MAG_COLUMNS)].apply(lambda m: m.between(8, 25)).all(axis=1))
     return df[ok].reset_index(drop=True)
 
 
@@ -312,8 +318,8 @@ def simulated_structure(n: int, seed: int, image_size: int = 96) -> pd.DataFrame
             this selection's redshifts).
 
     Returns:
-        DataFrame with ``_STRUCTURE_COLUMNS``, ``r90_kpc``, ``concentration``, ``asymmetry`` and
-        the true ``axis_ratio_true`` and ``r50_true_kpc``; rows statmorph flags as bad are dropped.
+        DataFrame with the columns of ``nair_abraham`` (but ``t_type``), ``asymmetry``, and the
+        true ``axis_ratio_true`` and ``r50_true_kpc``; rows statmorph flags as bad are dropped.
     """
     from . import simulation
 
@@ -325,7 +331,9 @@ def simulated_structure(n: int, seed: int, image_size: int = 96) -> pd.DataFrame
     out = pd.DataFrame({"z": cat.z, "log_mstar": cat.log_mstar, "log_ssfr": cat.log_sfr - cat.log_mstar,
                         "axis_ratio": measured.axis_ratio, "r50_kpc": measured.r50_arcsec * scale,
                         "u_g": cat.mag_u - cat.mag_g, "g_r": cat.mag_g - cat.mag_r, "mag_r": cat.mag_r,
-                        "r90_kpc": measured.r90_arcsec * scale, "concentration": measured.concentration,
+                        "r90_kpc": measured.r90_arcsec * scale, "r50_arcsec": measured.r50_arcsec,
+                        "concentration": measured.concentration, "log_sfr": cat.log_sfr,
+                        **{c: cat[c] for c in MAG_COLUMNS if c != "mag_r"},
                         "asymmetry": measured.asymmetry, "axis_ratio_true": cat.axis_ratio,
                         "r50_true_kpc": cat.r_half * scale})
     return out[measured.flag.to_numpy() < 2].reset_index(drop=True)

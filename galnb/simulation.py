@@ -718,7 +718,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     n = len(z)
     incl, axis_ratio, tau0, q0 = _geometry(rng, logm, s["d_ms"])
     comps = _component_spectra(s)
-    dust = _attenuation(wave, comps, tau0, axis_ratio, logm)
+    dust = _attenuation(wave, comps, tau0, axis_ratio, q0)
     av_continuum = _v_band_attenuation(wave, comps, dust)
     dl = _lum_dist(z) * _MPC
     band_flux = _band_fluxes(wave, z, dl, comps, dust)
@@ -771,11 +771,16 @@ def _geometry(rng: np.random.Generator, logm: np.ndarray, d_ms: np.ndarray
     cos_i = rng.random(n)
     incl = np.degrees(np.arccos(cos_i))
     q0 = _intrinsic_thickness(logm)
-    axis_ratio = np.sqrt(cos_i**2 + q0**2 * (1 - cos_i**2))
+    axis_ratio = _axis_ratio(cos_i, q0)
     log_tau0 = (_TAU0_AT_1E10 + _TAU0_MASS_SLOPE * (logm - 10.0) + 0.15 * np.clip(d_ms, -2, 1)
                 + rng.normal(0.0, 0.2, n))
     tau0 = 10**log_tau0  # face-on V-band optical depth of the disk slab
     return incl, axis_ratio, tau0, q0
+
+
+def _axis_ratio(cos_i: np.ndarray, q0: np.ndarray) -> np.ndarray:
+    """Projected b/a of an oblate disk of intrinsic axis ratio q0 seen at cos i (Hubble 1926)."""
+    return np.sqrt(cos_i**2 + q0**2 * (1 - cos_i**2))
 
 
 def _intrinsic_thickness(logm: np.ndarray) -> np.ndarray:
@@ -785,11 +790,6 @@ def _intrinsic_thickness(logm: np.ndarray) -> np.ndarray:
         Sanchez-Janssen, Mendez-Abreu & Aguerri 2010, MNRAS 406, L65 (arXiv:1003.4293).
     """
     return np.clip(0.2 - 0.15 * (np.asarray(logm) - 10.0), 0.15, 0.45)
-
-
-def _disk_transmission(tau: np.ndarray, axis_ratio: np.ndarray) -> np.ndarray:
-    """Transmission of the disk slab: its path length grows as 1 / (b/a), capped by its thickness."""
-    return slab_attenuation(tau, axis_ratio)
 
 
 def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
@@ -815,7 +815,7 @@ def _component_spectra(s: dict[str, np.ndarray]) -> _Components:
 
 
 def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, axis_ratio: np.ndarray,
-                 logm: np.ndarray) -> _Dust:
+                 q0: np.ndarray) -> _Dust:
     """Disk slab (inclination), bulge thin screen, birth-cloud screen on the young light (Calzetti 2000).
 
     The birth clouds' depth does not depend on how the disk is viewed: it is set from the disk's
@@ -824,8 +824,8 @@ def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, axis_ra
     (Yip et al. 2010).
     """
     k = calzetti(wave) / R_V_CALZETTI  # tau_lambda / tau_V
-    tr_disk = _disk_transmission(tau0[:, None] * k[None, :], axis_ratio[:, None])
-    a_bc_v = _mean_disk_av(tau0, logm) * (1 / STARS_TO_GAS - 1)
+    tr_disk = slab_attenuation(tau0[:, None] * k[None, :], axis_ratio[:, None])
+    a_bc_v = _mean_disk_av(tau0, q0) * (1 / STARS_TO_GAS - 1)
     tr_bc = 10 ** (-0.4 * a_bc_v[:, None] * k[None, :])
     # the bulge's own thin screen; the half of the bulge behind the disk plane is also seen through
     # the disk's whole column, whose depth grows as 1 / (b/a)
@@ -836,12 +836,11 @@ def _attenuation(wave: np.ndarray, comps: _Components, tau0: np.ndarray, axis_ra
     return _Dust(tau0, axis_ratio, a_bc_v, tr_disk, tr_bc, tr_bulge, disk, bulge)
 
 
-def _mean_disk_av(tau0: np.ndarray, logm: np.ndarray) -> np.ndarray:
+def _mean_disk_av(tau0: np.ndarray, q0: np.ndarray) -> np.ndarray:
     """V-band attenuation of the disk slab averaged over isotropic orientations (cos i uniform)."""
     cos_i = (np.arange(16) + 0.5) / 16
-    q0 = _intrinsic_thickness(logm)[:, None]
-    ba = np.sqrt(cos_i[None, :] ** 2 + q0**2 * (1 - cos_i[None, :] ** 2))
-    return (-2.5 * np.log10(_disk_transmission(tau0[:, None], ba))).mean(axis=1)
+    ba = _axis_ratio(cos_i[None, :], q0[:, None])
+    return (-2.5 * np.log10(slab_attenuation(tau0[:, None], ba))).mean(axis=1)
 
 
 def _v_band_attenuation(wave: np.ndarray, comps: _Components, dust: _Dust) -> np.ndarray:
@@ -936,9 +935,9 @@ def _emission_lines(rng: np.random.Generator, wave: np.ndarray, z: np.ndarray, d
     line_err = {}
     for j, key in enumerate(LINES):
         kk = kl[key]
-        tr = _disk_transmission(tau0 * kk, axis_ratio) * 10 ** (-0.4 * a_bc_v * kk)
+        tr = slab_attenuation(tau0 * kk, axis_ratio) * 10 ** (-0.4 * a_bc_v * kk)
         # HOLMES light already carries the continuum's Halpha attenuation; add the differential
-        diff = _disk_transmission(tau0 * kk, axis_ratio) / _disk_transmission(tau0 * kl["flux_ha"], axis_ratio)
+        diff = slab_attenuation(tau0 * kk, axis_ratio) / slab_attenuation(tau0 * kl["flux_ha"], axis_ratio)
         lum = (fib_d * comps.d_lines[:, j] * tr
                + fib_b * comps.b_lines[:, j] * 10 ** (-0.4 * (0.25 * tau0 * 1.086 + a_bc_v) * kk)
                + holmes_ha * holmes_ratio[key] * diff) * _LSUN

@@ -47,8 +47,6 @@ __all__ = [
 REAL_SDSS_ENV = "GALNB_REAL_SDSS"
 #: File name of the Nair & Abraham (2010) catalog inside that folder.
 NAIR_ABRAHAM_FILE = "nair-abraham-2010.fits"
-#: Columns of ``nair_abraham`` and ``simulated_structure``: the same quantities for real and simulated galaxies.
-_STRUCTURE_COLUMNS = ("z", "log_mstar", "log_ssfr", "axis_ratio", "r50_kpc", "u_g", "g_r", "mag_r")
 _H0, _OM0 = 70.0, 0.3  # the cosmology of the simulation and of MPA-JHU
 _MIN_LOG_SSFR = -10.8  # star formers: log sSFR [1/yr] above this
 
@@ -212,7 +210,7 @@ def _kpc_per_arcsec(z: np.ndarray) -> np.ndarray:
 
 
 def nair_abraham(folder: str | Path) -> pd.DataFrame:
-    """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in ``_STRUCTURE_COLUMNS``.
+    """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in the book's column names.
 
     Masses and SFRs are MPA-JHU's; b/a and the Petrosian radii are SDSS r-band measurements;
     colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
@@ -222,8 +220,9 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
         folder: the folder holding ``nair-abraham-2010.fits`` (see ``real_sdss_dir``).
 
     Returns:
-        DataFrame with ``_STRUCTURE_COLUMNS``, ``r90_kpc``, ``r50_arcsec``, ``concentration``,
-        ``log_sfr``, ``mag_u`` ... ``mag_z`` and ``t_type``.
+        DataFrame with ``z``, ``log_mstar``, ``log_ssfr``, ``log_sfr``, ``axis_ratio``, ``r50_kpc``,
+        ``r90_kpc``, ``r50_arcsec``, ``concentration``, ``u_g``, ``g_r``, ``mag_u`` ... ``mag_z``
+        and ``t_type``.
 
     Raises:
         FileNotFoundError: the file is not in ``folder``.

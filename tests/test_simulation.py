@@ -112,7 +112,7 @@ def test_continuum_reddens_with_inclination_but_birth_clouds_do_not(internal):
     wave = np.array([4500.0, 5500.0, 6500.0])
     zeros = np.zeros((2, 3))
     comps = sim._Components(zeros, zeros, zeros, np.ones((2, 3)), zeros, zeros, zeros)
-    dust = sim._attenuation(wave, comps, np.array([1.0, 1.0]), np.array([1.0, 0.2]), np.array([10.3, 10.3]))
+    dust = sim._attenuation(wave, comps, np.array([1.0, 1.0]), np.array([1.0, 0.2]), np.array([0.155, 0.155]))
     assert dust.a_bc_v[0] == dust.a_bc_v[1] and (dust.tr_disk[1] < dust.tr_disk[0]).all()
     det = c.oh_detectable
     balmer = np.log10(c.flux_ha[det] / c.flux_hb[det])

@@ -216,6 +216,12 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
     colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
     sentinel values are dropped.
 
+    The catalog's ``RP50``/``RP90`` are physical radii in kpc (H0 = 70), not arcsec: read as kpc,
+    log R50 rises with log M* with slope 0.22 and 0.19 dex scatter, as the Shen et al. (2003)
+    late-type relation does, and the smallest R50 is 1.5" once converted, about the seeing; read as
+    arcsec, the slope would be 0.47 with 0.26 dex scatter, and 0.4 % of galaxies would be smaller
+    than the seeing allows. Angular radii are the physical ones over the angular scale at ``z``.
+
     Arguments:
         folder: the folder holding ``nair-abraham-2010.fits`` (see ``real_sdss_dir``).
 
@@ -240,8 +246,8 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
     scale = _kpc_per_arcsec(t["Z"])
     r, g = t["RMAG"], t["RMAG"] + t["GR"]
     df = pd.DataFrame({"z": t["Z"], "log_mstar": t["LGM"], "log_ssfr": t["SFRM"], "axis_ratio": t["B_A"],
-                       "r50_kpc": t["RP50"] * scale, "u_g": t["UG"], "g_r": t["GR"], "mag_r": r,
-                       "r90_kpc": t["RP90"] * scale, "r50_arcsec": t["RP50"], "concentration": t["RP90"] / t["RP50"],
+                       "r50_kpc": t["RP50"], "u_g": t["UG"], "g_r": t["GR"], "mag_r": r,
+                       "r90_kpc": t["RP90"], "r50_arcsec": t["RP50"] / scale, "concentration": t["RP90"] / t["RP50"],
                        "log_sfr": t["SFRT"], "mag_u": g + t["UG"], "mag_g": g, "mag_i": r - t["RI"],
                        "mag_z": r - t["RI"] - t["IZ"], "t_type": t["T_TYPE"]}).astype(float)
     ok = ((df.log_mstar > 7) & (df.log_ssfr > -20) & (df.log_sfr > -5) & df.axis_ratio.between(0.01, 1.0)

@@ -159,6 +159,21 @@ def test_labels_are_measured_like_the_catalogs(internal):
     assert _robust_std(np.log10(c.sigma_v / c.sigma_v_true)) > 0.03
 
 
+def test_nair_abraham_radii_are_kilo_parsecs():
+    # Read as kpc, the catalog's Petrosian R50 follows the late-type size-mass relation
+    # (slope ~0.2, scatter ~0.2 dex; Shen et al. 2003) and converts to angular radii no smaller
+    # than the seeing; read as arcsec it would give slope 0.47 and 0.26 dex.
+    from galnb import validation
+
+    real = validation.nair_abraham(_needs_real("nair-abraham-2010.fits").parent)
+    real = real[validation.star_forming(real)]
+    slope, intercept = np.polyfit(real.log_mstar, np.log10(real.r50_kpc), 1)
+    scatter = np.std(np.log10(real.r50_kpc) - (slope * real.log_mstar + intercept))
+    assert 0.1 < slope < 0.35 and scatter < 0.22
+    assert np.quantile(real.r50_arcsec, 0.01) > 1.0
+    np.testing.assert_allclose(real.r90_kpc / real.r50_kpc, real.concentration)
+
+
 def test_structure_measured_on_images_against_nair_abraham():
     # Real and simulated star formers selected alike (g < 16, 0.01 < z < 0.1), structure measured
     # on the images of both (statmorph): the inclination reddening of g - r within 0.1 mag plus

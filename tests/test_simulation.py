@@ -296,3 +296,13 @@ def test_simulate_catalog_refuses_an_unknown_selection():
         sim.simulate_catalog(3, seed=1, selection=sim.Selection(band="y"))
     with pytest.raises(ValueError, match="z_min < z_max"):
         sim.simulate_catalog(3, seed=1, selection=sim.Selection(z_min=0.2, z_max=0.1))
+
+
+def test_disk_size_gives_the_galaxy_its_half_light_radius():
+    # The disk radius solved for is the one that makes bulge + disk have the drawn radius.
+    rng = np.random.default_rng(0)
+    hlr_galaxy, frac_bulge = rng.uniform(1.0, 8.0, 200), rng.uniform(0.0, 0.45, 200)
+    hlr_bulge = hlr_galaxy * rng.uniform(0.1, 0.8, 200)
+    hlr_disk = sim._disk_hlr_for(hlr_galaxy, frac_bulge, hlr_bulge)
+    assert (hlr_disk > 0.999 * hlr_galaxy).all()
+    np.testing.assert_allclose(sim._composite_hlr(frac_bulge, hlr_bulge, hlr_disk), hlr_galaxy, rtol=1e-6)

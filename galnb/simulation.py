@@ -1028,10 +1028,11 @@ def _disk_hlr_for(hlr_galaxy: np.ndarray, frac_bulge: np.ndarray, hlr_b: np.ndar
     """Disk half-light radius that gives bulge + disk the half-light radius ``hlr_galaxy``.
 
     A bulge smaller than ``hlr_galaxy`` holds more than half its light inside it, so the disk
-    must hold less: it is larger than ``hlr_galaxy``. Capped at 10x, which only bulges with
-    more than about half the light reach.
+    must hold less: it is larger than ``hlr_galaxy``. Capped at twice ``hlr_galaxy``: a galaxy
+    whose bulge has most of the light is an early type, whose radius the late-type relation
+    does not set.
     """
-    lo, hi = 0.9 * np.asarray(hlr_galaxy, dtype=float), 10.0 * np.asarray(hlr_galaxy, dtype=float)
+    lo, hi = 0.9 * np.asarray(hlr_galaxy, dtype=float), 2.0 * np.asarray(hlr_galaxy, dtype=float)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         too_small = _enclosed_light(hlr_galaxy, frac_bulge, hlr_b, mid) > 0.5

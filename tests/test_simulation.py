@@ -301,7 +301,7 @@ def test_simulate_catalog_refuses_an_unknown_selection():
 def test_disk_size_gives_the_galaxy_its_half_light_radius():
     # The disk radius solved for is the one that makes bulge + disk have the drawn radius.
     rng = np.random.default_rng(0)
-    hlr_galaxy, frac_bulge = rng.uniform(1.0, 8.0, 200), rng.uniform(0.0, 0.45, 200)
+    hlr_galaxy, frac_bulge = rng.uniform(1.0, 8.0, 200), rng.uniform(0.0, 0.3, 200)
     hlr_bulge = hlr_galaxy * rng.uniform(0.1, 0.8, 200)
     hlr_disk = sim._disk_hlr_for(hlr_galaxy, frac_bulge, hlr_bulge)
     assert (hlr_disk > 0.999 * hlr_galaxy).all()

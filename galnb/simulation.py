@@ -1013,15 +1013,18 @@ def _enclosed_light(radius: np.ndarray, frac_bulge: np.ndarray, hlr_b: np.ndarra
     return frac_bulge * gammainc(8.0, 7.669 * (radius / hlr_b) ** 0.25) + (1 - frac_bulge) * (1 - (1 + x) * np.exp(-x))
 
 
-def _composite_hlr(frac_bulge: np.ndarray, hlr_b: np.ndarray, hlr_d: np.ndarray) -> np.ndarray:
-    lo = np.minimum(hlr_b, hlr_d) * 0.5
-    hi = np.maximum(hlr_b, hlr_d) * 2.0
-    for _ in range(40):
+def _bisect(go_up, lo: np.ndarray, hi: np.ndarray, steps: int = 40) -> np.ndarray:
+    """Element-wise bisection: where ``go_up(mid)`` is True the answer lies above ``mid``."""
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        below = _enclosed_light(mid, frac_bulge, hlr_b, hlr_d) < 0.5
-        lo = np.where(below, mid, lo)
-        hi = np.where(below, hi, mid)
+        up = go_up(mid)
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
     return 0.5 * (lo + hi)
+
+
+def _composite_hlr(frac_bulge: np.ndarray, hlr_b: np.ndarray, hlr_d: np.ndarray) -> np.ndarray:
+    return _bisect(lambda r: _enclosed_light(r, frac_bulge, hlr_b, hlr_d) < 0.5,
+                   np.minimum(hlr_b, hlr_d) * 0.5, np.maximum(hlr_b, hlr_d) * 2.0)
 
 
 def _disk_hlr_for(hlr_galaxy: np.ndarray, frac_bulge: np.ndarray, hlr_b: np.ndarray) -> np.ndarray:
@@ -1032,13 +1035,9 @@ def _disk_hlr_for(hlr_galaxy: np.ndarray, frac_bulge: np.ndarray, hlr_b: np.ndar
     whose bulge has most of the light is an early type, whose radius the late-type relation
     does not set.
     """
-    lo, hi = 0.9 * np.asarray(hlr_galaxy, dtype=float), 2.0 * np.asarray(hlr_galaxy, dtype=float)
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        too_small = _enclosed_light(hlr_galaxy, frac_bulge, hlr_b, mid) > 0.5
-        lo = np.where(too_small, mid, lo)
-        hi = np.where(too_small, hi, mid)
-    return 0.5 * (lo + hi)
+    hlr_galaxy = np.asarray(hlr_galaxy, dtype=float)
+    return _bisect(lambda r_disk: _enclosed_light(hlr_galaxy, frac_bulge, hlr_b, r_disk) > 0.5,
+                   0.9 * hlr_galaxy, 2.0 * hlr_galaxy)
 
 
 def _bpt_star_forming(cat: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

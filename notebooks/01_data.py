@@ -274,10 +274,17 @@ glue_all("data", structure_note=Markdown(structure.note),
 # (`benchmarks/bench_information.py`); its recorded result is on the
 # {doc}`Benchmarks page <../book/benchmarks>`.
 #
+# The simulated galaxies' half-light radii follow the late-type size–mass relation of Shen et
+# al. {cite}`shen2003`, its normalisation raised to match the real medians of the middle panel, so
+# those medians are not an independent check; the slope and the scatter are.
+#
 # The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`
 # with their references; the birth-cloud screen does not depend on viewing angle, so the
 # Balmer decrement barely changes with inclination, as in real disks {cite}`yip2010`, while
-# the continuum reddens.
+# the continuum reddens. How much it reddens is a known limit of the simulation (left panel):
+# real disks redden more with inclination the more massive they are, while a dust slab mixed
+# with the stars, as simulated here, reddens most at a moderate optical depth and turns grey
+# when thick, so the simulated trend with mass does not follow the real one.
 
 # %% [markdown]
 # ## The images beside real ones

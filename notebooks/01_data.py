@@ -274,8 +274,8 @@ glue_all("data", structure_note=Markdown(structure.note),
 # (`benchmarks/bench_information.py`); its recorded result is on the
 # {doc}`Benchmarks page <../book/benchmarks>`.
 #
-# The simulated galaxies' half-light radii follow the late-type size–mass relation of Shen et
-# al. {cite}`shen2003`, its normalisation raised to match the real medians of the middle panel, so
+# The simulated galaxies' half-light radii follow the late-type size–mass relation
+# {cite}`shen2003`, its normalisation raised to match the real medians of the middle panel, so
 # those medians are not an independent check; the slope and the scatter are.
 #
 # The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`

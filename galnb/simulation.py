@@ -729,10 +729,9 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     dl = _lum_dist(z) * _MPC
     band_flux = _band_fluxes(wave, z, dl, comps, dust)
     total = band_flux["bulge"] + band_flux["disk"]
-    lb = band_flux["bulge"][:, 2]
-    ld = band_flux["disk"][:, 2]
+    bulge_light = band_flux["bulge"][:, 2] / total[:, 2]  # the bulge's share of the r-band light
     hlr_bulge, hlr_disk, q_bulge, seeing, fib_b, fib_d = _sizes_and_fibre_fractions(rng, z, logm, bt, axis_ratio,
-                                                                                    lb / (lb + ld))
+                                                                                    bulge_light)
     fibre_spec = fib_b[:, None] * dust.bulge + fib_d[:, None] * dust.disk
     dn_true = _fibre_dn4000(wave, fibre_spec)
     line_flux, line_err = _emission_lines(rng, wave, z, dl, comps, dust, fib_b, fib_d, fibre_spec)
@@ -741,7 +740,7 @@ def _observe(rng: np.random.Generator, s: dict[str, np.ndarray]) -> dict[str, np
     dn, sigma_v = _measured_labels(rng, dn_true, sigma_true, mags[:, 2])
     av = balmer_av(line_flux["flux_ha"], line_flux["flux_hb"])[0]  # as MPA-JHU rows get it (galnb.sdss)
     # total half-light radius (face-on, PSF-free, r-band light)
-    r_half = _composite_hlr(lb / (lb + ld), hlr_bulge, hlr_disk)
+    r_half = _composite_hlr(bulge_light, hlr_bulge, hlr_disk)
     pa = rng.uniform(0.0, np.pi, n)  # position angle of the images, the batch's last draw
     return {
         "z": z, "log_mstar": np.log10(s["mass_live"]), "log_sfr": np.log10(np.clip(s["sfr"], 1e-12, None)),

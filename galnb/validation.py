@@ -218,7 +218,7 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
 
     The catalog's ``RP50``/``RP90`` are physical radii in kpc (H0 = 70), not arcsec: read as kpc,
     log R50 rises with log M* with slope 0.22 and 0.19 dex scatter, as the Shen et al. (2003)
-    late-type relation does, and the smallest R50 is 1.5" once converted, about the seeing; read as
+    late-type relation does, and 99.9 % have R50 above 1.5" once converted, about the seeing; read as
     arcsec, the slope would be 0.47 with 0.26 dex scatter, and 0.4 % of galaxies would be smaller
     than the seeing allows. Angular radii are the physical ones over the angular scale at ``z``.
 
@@ -319,9 +319,9 @@ def simulated_structure(n: int, seed: int, image_size: int = 192) -> pd.DataFram
     Arguments:
         n: star-forming galaxies to measure (about 0.5 s each).
         seed: random seed.
-        image_size: cutout side in pixels. The default, 192 px = 76", holds twice the Petrosian
-            radius (about 4.3 R50 for an exponential disk) of disks up to R50 = 9", 95 % of this
-            selection's; 96 px cut off the largest and put the median R50 0.04 dex low.
+        image_size: cutout side in pixels. At the default, 192 px = 76", doubling it changes the
+            median R50 by less than 0.01 dex and R90/R50 by 0.05 (150 galaxies); 96 px cut off the
+            largest disks' Petrosian apertures and put the median R50 0.04 dex low.
 
     Returns:
         DataFrame with the columns of ``nair_abraham`` (but ``t_type``), ``asymmetry``, and the

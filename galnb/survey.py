@@ -22,6 +22,7 @@ __all__ = [
     "kewley01",
     "n2_from_oh",
     "o3hb_from_oh",
+    "garn_best_balmer_decrement",
 ]
 
 #: Arcsec per pixel of SDSS imaging and of SkyServer's native cutouts (Gunn et al. 1998, AJ 116, 3040).
@@ -187,3 +188,28 @@ def o3hb_from_oh(oh12_t04: np.ndarray, log_n2: np.ndarray) -> np.ndarray:
     """
     pp04 = _cubic(_KE08_T04_TO_PP04O3N2, np.clip(np.asarray(oh12_t04, dtype=float), 8.05, 9.2))
     return (8.73 - pp04) / 0.32 + np.asarray(log_n2, dtype=float)
+
+
+def garn_best_balmer_decrement(log_mstar: np.ndarray) -> np.ndarray:
+    """The Halpha/Hbeta ratio SDSS star-forming galaxies have on average at a stellar mass (Garn & Best 2010).
+
+    Their fit A_Halpha = 0.91 + 0.77 X + 0.11 X^2 - 0.09 X^3, X = log10(M* / 10^10 Msun), is
+    turned back into the Balmer decrement with the curve they used, Calzetti et al. (2000):
+    k(Halpha) = 3.33 and k(Hbeta) = 4.60, so that it can be compared with any other curve's.
+
+    Arguments:
+        log_mstar: (N,) log10 stellar mass [Msun]; the fit covers about 8.5-11.5.
+
+    Returns:
+        (N,) Halpha/Hbeta.
+
+    References:
+        Garn & Best 2010, MNRAS 409, 421.
+
+    Example:
+        >>> round(float(garn_best_balmer_decrement(np.array([10.0]))[0]), 2)
+        3.94
+    """
+    x = np.asarray(log_mstar, dtype=float) - 10.0
+    a_halpha = 0.91 + 0.77 * x + 0.11 * x**2 - 0.09 * x**3
+    return BALMER_CASE_B * 10 ** (0.4 * a_halpha * (4.60 - 3.33) / 3.33)

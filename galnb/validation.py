@@ -3,32 +3,45 @@
 Two kinds of real data are used. The 10,000 SDSS galaxies that ship inside ``kcorrect``
 (photometry only) are always available. The other real pieces (the Nair & Abraham 2010 catalog
 and more) are not part of the project and are found in a folder given by a parameter or by the
-environment variable ``GALNB_REAL_SDSS`` (``real_sdss_dir``); without one, the checks that need
-them say how to get them and are skipped.
+environment variable ``GALNB_REAL_SDSS`` (``real_sdss_dir``). The Nair & Abraham catalog can
+also be fetched from VizieR (``fetch_nair_abraham``, cached on disk); ``load_nair_abraham`` tries
+the folder, then the cache, then VizieR. Without any, the checks that need them say how to get
+them and are skipped.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from .io import atomic_write
 from .properties import MAG_COLUMNS
-from .survey import R_MAX, R_MIN
+from .survey import R_MAX, R_MIN, garn_best_balmer_decrement
 
 __all__ = [
     "REAL_SDSS_ENV",
     "NAIR_ABRAHAM_FILE",
     "real_sdss_dir",
     "nair_abraham",
+    "NAIR_ABRAHAM_VIZIER",
+    "NAIR_ABRAHAM_CACHE",
+    "CatalogFetchError",
+    "fetch_nair_abraham",
+    "NairAbraham",
+    "load_nair_abraham",
     "simulated_structure",
     "star_forming",
     "concentration_by_ssfr",
     "inclination_reddening",
     "size_mass",
+    "balmer_decrement_by_mass",
+    "describe_reddening",
     "measure_structure",
     "real_cutouts",
     "framed_like_skyserver",
@@ -47,6 +60,10 @@ __all__ = [
 REAL_SDSS_ENV = "GALNB_REAL_SDSS"
 #: File name of the Nair & Abraham (2010) catalog inside that folder.
 NAIR_ABRAHAM_FILE = "nair-abraham-2010.fits"
+#: The VizieR table of the Nair & Abraham (2010) catalog (14,034 galaxies).
+NAIR_ABRAHAM_VIZIER = "J/ApJS/186/427/table2"
+#: File name of the catalog fetched from VizieR, in the cache folder (``fetch_nair_abraham``).
+NAIR_ABRAHAM_CACHE = "nair-abraham-2010-vizier.csv"
 _H0, _OM0 = 70.0, 0.3  # the cosmology of the simulation and of MPA-JHU
 _MIN_LOG_SSFR = -10.8  # star formers: log sSFR [1/yr] above this
 
@@ -212,8 +229,9 @@ def _kpc_per_arcsec(z: np.ndarray) -> np.ndarray:
 def nair_abraham(folder: str | Path) -> pd.DataFrame:
     """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in the book's column names.
 
-    Masses and SFRs are MPA-JHU's; b/a and the Petrosian radii are SDSS r-band measurements;
-    colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
+    Masses and SFRs are MPA-JHU's; b/a and the Petrosian radii are SDSS measurements (the
+    authors' own release names the radii ``Rp50_g``/``Rp90_g``, g band, while the simulated ones are
+    measured in r); colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
     sentinel values are dropped.
 
     The catalog's ``RP50``/``RP90`` are physical radii in kpc (H0 = 70), not arcsec: read as kpc,
@@ -250,10 +268,351 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
                        "r90_kpc": t["RP90"], "r50_arcsec": t["RP50"] / scale, "concentration": t["RP90"] / t["RP50"],
                        "log_sfr": t["SFRT"], "mag_u": g + t["UG"], "mag_g": g, "mag_i": r - t["RI"],
                        "mag_z": r - t["RI"] - t["IZ"], "t_type": t["T_TYPE"]}).astype(float)
-    ok = ((df.log_mstar > 7) & (df.log_ssfr > -20) & (df.log_sfr > -5) & df.axis_ratio.between(0.01, 1.0)
-          & (df.r50_kpc > 0) & df.u_g.between(-1, 4) & df.g_r.between(-1, 2) & (df.mag_r > 0) & (df.t_type > -10)
-          & df[list(MAG_COLUMNS)].apply(lambda m: m.between(8, 25)).all(axis=1))
+    return _valid_rows(df)
+
+
+def _valid_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows without sentinels; a column that is NaN throughout (absent from the source) is not checked."""
+    checks = {"log_mstar": df.log_mstar > 7, "log_ssfr": df.log_ssfr > -20, "log_sfr": df.log_sfr > -5,
+              "axis_ratio": df.axis_ratio.between(0.01, 1.0), "r50_kpc": df.r50_kpc > 0,
+              "u_g": df.u_g.between(-1, 4), "g_r": df.g_r.between(-1, 2), "t_type": df.t_type > -10,
+              **{c: df[c].between(8, 25) for c in MAG_COLUMNS}}
+    ok = np.ones(len(df), dtype=bool)
+    for column, check in checks.items():
+        if df[column].notna().any():
+            ok &= check.to_numpy()
     return df[ok].reset_index(drop=True)
+
+
+# ----------------------------------------------------------- Nair & Abraham from VizieR, cached
+#: Book quantity -> labels it may carry in the VizieR table, tried in order (case and punctuation
+#: ignored). ``TT``, ``Bar``, ``Ring``, ``Pair`` and ``SDSS`` are VizieR's labels as public code reads
+#: them; the others follow the authors' own column names (``Mass``, ``SFRT``, ``SFRM``, ``bOverA``,
+#: ``Rp50_g``, ``Rp90_g``, ``g``, ``r``, ``g-r``, ``TType``) and CDS's usual labels for them.
+_VIZIER_LABELS: dict[str, tuple[str, ...]] = {
+    "z": ("z",),
+    "log_mstar": ("logM", "logM*", "logMass", "Mass", "LGM"),
+    "log_sfr": ("SFRT", "logSFRT", "logSFR", "SFRt", "SFR"),
+    "log_ssfr": ("SFRM", "logSFRM", "logsSFR", "sSFR"),
+    "axis_ratio": ("b/a", "bOverA", "B_A"),
+    "r50": ("Rp50", "Rp50_g", "R50"),
+    "r90": ("Rp90", "Rp90_g", "R90"),
+    "mag_g": ("gmag", "g"),
+    "mag_r": ("rmag", "r"),
+    "g_r": ("g-r", "(g-r)"),
+    "t_type": ("TT", "TType", "T_TYPE"),
+}
+#: Quantities a usable fetched table must have (one of log_sfr / log_ssfr is enough: the other follows).
+_VIZIER_REQUIRED = ("z", "log_mstar", "axis_ratio", "r50", "r90", "t_type")
+#: The cache's columns, in order.
+_CACHE_COLUMNS = ("z", "log_mstar", "log_sfr", "log_ssfr", "axis_ratio", "r50_kpc", "r90_kpc",
+                  "mag_g", "mag_r", "g_r", "t_type")
+#: Linear units of the logarithmic quantities, for a table that gives them unlogged.
+_LINEAR_UNITS = {"log_mstar": "solMass", "log_sfr": "solMass / yr", "log_ssfr": "1 / yr"}
+
+
+class CatalogFetchError(RuntimeError):
+    """VizieR could not be reached, answered badly, or its table lacks a column the book needs."""
+
+
+def _label_key(label: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", label.lower())
+
+
+def _match_labels(names: list[str]) -> dict[str, str]:
+    """Book quantity -> the VizieR label carrying it (exact label first, then ignoring case and punctuation)."""
+    by_key = {_label_key(n): n for n in names}
+    found = {}
+    for quantity, candidates in _VIZIER_LABELS.items():
+        exact = [c for c in candidates if c in names]
+        loose = [by_key[_label_key(c)] for c in candidates if len(c) > 1 and _label_key(c) in by_key]
+        if exact or loose:
+            found[quantity] = (exact or loose)[0]
+    return found
+
+
+def _missing_quantities(found: dict[str, str]) -> list[str]:
+    missing = [q for q in _VIZIER_REQUIRED if q not in found]
+    if "log_sfr" not in found and "log_ssfr" not in found:
+        missing.append("log_sfr or log_ssfr")
+    return missing
+
+
+def _float_values(column, sentinels: bool = True) -> np.ndarray:
+    """A (masked) table column as float64, blanks (and sentinels, |x| >= 9999) as NaN."""
+    values = np.ma.asarray(column).astype(np.float64).filled(np.nan)
+    return np.where(np.abs(values) < 9999, values, np.nan) if sentinels else values
+
+
+def _unit(column):
+    """The column's unit read as VizieR writes units (CDS format: ``Msun`` is a solar mass), or None.
+
+    A logarithmic unit (``[Msun]``) or one astropy cannot read comes back as its text.
+    """
+    from astropy import units as u
+
+    if column.unit is None or str(column.unit) in ("", "---"):
+        return None
+    text = str(column.unit)
+    if text.startswith("["):
+        return text
+    for fmt in ("cds", None):
+        try:
+            return u.Unit(text, format=fmt)
+        except ValueError:
+            continue
+    return text
+
+
+def _log_values(column, quantity: str) -> np.ndarray:
+    """log10 of a mass or (s)SFR: as given when the unit is a log one ("[Msun]") or absent, else logged."""
+    from astropy import units as u
+
+    unit = _unit(column)
+    if unit is None or isinstance(unit, str):
+        return _float_values(column)
+    linear = u.Unit(_LINEAR_UNITS[quantity])
+    if not unit.is_equivalent(linear):
+        raise CatalogFetchError(f"VizieR column {column.name!r} ({quantity}) has unit {unit}, "
+                                f"neither logarithmic nor {linear}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10((_float_values(column, sentinels=False) * unit).to_value(linear))
+
+
+def _kpc_values(column, z: np.ndarray) -> np.ndarray:
+    """A Petrosian radius in kpc: kpc as given (also when no unit is stated), angles through the scale at z."""
+    from astropy import units as u
+
+    unit = _unit(column)
+    values = _float_values(column)
+    if unit is None:
+        return values
+    if not isinstance(unit, str) and unit.is_equivalent(u.kpc):
+        return (values * unit).to_value(u.kpc)
+    if not isinstance(unit, str) and unit.is_equivalent(u.arcsec):
+        return (values * unit).to_value(u.arcsec) * _kpc_per_arcsec(np.nan_to_num(z))
+    raise CatalogFetchError(f"VizieR column {column.name!r} (a Petrosian radius) has unit {unit}, "
+                            "neither a length nor an angle")
+
+
+def _vizier_cache_frame(table, labels: dict[str, str]) -> pd.DataFrame:
+    """The VizieR rows in the cache's columns (``_CACHE_COLUMNS``); what VizieR lacks is NaN."""
+    z = _float_values(table[labels["z"]])
+    out = {"z": z, "log_mstar": _log_values(table[labels["log_mstar"]], "log_mstar")}
+    for quantity in ("log_sfr", "log_ssfr"):
+        out[quantity] = _log_values(table[labels[quantity]], quantity) if quantity in labels else None
+    if out["log_sfr"] is None:
+        out["log_sfr"] = out["log_ssfr"] + out["log_mstar"]
+    if out["log_ssfr"] is None:
+        out["log_ssfr"] = out["log_sfr"] - out["log_mstar"]
+    out["axis_ratio"] = _float_values(table[labels["axis_ratio"]])
+    out["r50_kpc"] = _kpc_values(table[labels["r50"]], z)
+    out["r90_kpc"] = _kpc_values(table[labels["r90"]], z)
+    nan = np.full(len(z), np.nan)
+    for quantity in ("mag_g", "mag_r", "g_r", "t_type"):
+        out[quantity] = _float_values(table[labels[quantity]]) if quantity in labels else nan
+    if "g_r" not in labels:
+        out["g_r"] = out["mag_g"] - out["mag_r"]
+    return pd.DataFrame(out)[list(_CACHE_COLUMNS)]
+
+
+def _book_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Cache rows in ``nair_abraham``'s columns: u-g, u, i and z are not in VizieR's table and stay NaN."""
+    scale = _kpc_per_arcsec(raw["z"].fillna(0.0).to_numpy())
+    nan = np.full(len(raw), np.nan)
+    df = pd.DataFrame({"z": raw.z, "log_mstar": raw.log_mstar, "log_ssfr": raw.log_ssfr, "axis_ratio": raw.axis_ratio,
+                       "r50_kpc": raw.r50_kpc, "u_g": nan, "g_r": raw.g_r, "mag_r": raw.mag_r,
+                       "r90_kpc": raw.r90_kpc, "r50_arcsec": raw.r50_kpc / scale,
+                       "concentration": raw.r90_kpc / raw.r50_kpc, "log_sfr": raw.log_sfr, "mag_u": nan,
+                       "mag_g": raw.mag_g, "mag_i": nan, "mag_z": nan, "t_type": raw.t_type}).astype(float)
+    return _valid_rows(df)
+
+
+def _vizier_answer(server: str | None, timeout: float, columns: list[str], row_limit: int):
+    """One VizieR query of the Nair & Abraham table: (its astropy Table, the endpoint URL)."""
+    import requests
+    from astropy.io import votable
+    from astroquery.vizier import Vizier
+
+    kwargs = {"vizier_server": server} if server else {}
+    vizier = Vizier(columns=columns, row_limit=row_limit, timeout=timeout, **kwargs)
+    url = f"https://{vizier.VIZIER_SERVER}/viz-bin/votable"
+    try:
+        response = vizier.query_constraints_async(catalog=NAIR_ABRAHAM_VIZIER, cache=False)
+    except requests.RequestException as err:
+        raise CatalogFetchError(f"{url}: {type(err).__name__}: {err}") from err
+    if response.status_code != 200:
+        raise CatalogFetchError(f"{url}: HTTP {response.status_code}: {response.text[:200]!r}")
+    if not response.content.lstrip().startswith(b"<?xml"):
+        raise CatalogFetchError(f"{url}: the answer is not a VOTable: {response.text[:200]!r}")
+    try:
+        tree = votable.parse(io.BytesIO(response.content), verify="ignore")
+    except Exception as err:  # astropy raises several kinds on a broken VOTable
+        raise CatalogFetchError(f"{url}: unreadable VOTable ({err})") from err
+    every = list(tree.iter_tables())
+    tables = [t for t in every if t.name == NAIR_ABRAHAM_VIZIER] or (every if len(every) == 1 else [])
+    if not tables:
+        said = [f"{i.name}: {i.value or i.content}" for r in [tree, *tree.resources] for i in r.infos
+                if "error" in (i.name or "").lower() or "warning" in (i.name or "").lower()]
+        raise CatalogFetchError(f"{url}: the answer holds no table {NAIR_ABRAHAM_VIZIER}" + (f"; VizieR said {said}"
+                                                                                           if said else ""))
+    return tables[0].to_table(use_names_over_ids=True), url
+
+
+def _read_cache(path: Path) -> pd.DataFrame:
+    raw = pd.read_csv(path, comment="#")
+    missing = [c for c in _CACHE_COLUMNS if c not in raw.columns]
+    if missing or len(raw) == 0:
+        raise ValueError(f"{path} is not a Nair & Abraham cache (missing {missing}, {len(raw)} rows)")
+    return raw[list(_CACHE_COLUMNS)].astype(float)
+
+
+def _cache_folder(cache_dir: str | Path) -> Path:
+    if not isinstance(cache_dir, (str, Path)) or str(cache_dir) == "":
+        raise ValueError(f"cache_dir = {cache_dir!r} is not valid: give a folder (str or Path) for the VizieR cache")
+    folder = Path(cache_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cache_dir = {str(cache_dir)!r} is a file, not a folder")
+    return folder
+
+
+def fetch_nair_abraham(cache_dir: str | Path, *, server: str | None = None, timeout: float = 60.0,
+                       refresh: bool = False) -> pd.DataFrame:
+    """The Nair & Abraham (2010) catalog from VizieR (``J/ApJS/186/427/table2``), cached in ``cache_dir``.
+
+    A cache file ``cache_dir/nair-abraham-2010-vizier.csv`` answers every call after the first
+    (no request is made). Otherwise two queries go to VizieR through ``astroquery.vizier``: one
+    row with all columns, to find the labels and units of the columns needed, then all 14,034
+    rows (``row_limit=-1``) with only those columns. The cache is written to a temporary file and
+    renamed, so a failed fetch never damages an existing cache.
+
+    What VizieR gives and what it lacks, compared with ``nair_abraham``'s file (a copy from
+    github.com/jbrinchmann/MLD2019 with ugriz colours merged in): the authors' table carries the
+    redshift, the log stellar mass and log total SFR and sSFR (their ``Mass``, ``SFRT``, ``SFRM``:
+    MPA-JHU estimates), b/a, the Petrosian R50 and R90 (named ``Rp50_g``/``Rp90_g``: g-band, in
+    kpc), the g and r magnitudes with g - r, and the T-type. It has no u, i or z photometry, so
+    ``u_g``, ``mag_u``, ``mag_i`` and ``mag_z`` are NaN: g - r checks work, u - g checks find no
+    galaxies. Masses and SFRs given as linear values and radii given in arcsec are converted by
+    the units VizieR states; a radius without a unit is read as kpc, as in the authors' table.
+
+    Where the labels come from: ``TT``, ``Bar``, ``Ring``, ``SDSS`` as public Galaxy Zoo DECaLS
+    scripts read them after fetching this catalogue with astroquery, and ``_RA``, ``_DE``,
+    ``Bar``, ``Pair``, ``Int`` as a public script reads its VizieR CSV of
+    ``J/ApJS/186/427/table2``; the authors' own names (``z``, ``Mass``, ``SFRT``, ``SFRM``,
+    ``bOverA``, ``Rp50_g``, ``Rp90_g``, ``g``, ``r``, ``g-r``, ``TType``) as a notebook prints them
+    from their FITS release (github.com/mhuertascompany/IAC_XXX_WINTER). The VizieR ReadMe
+    itself could not be read when this was written, so each quantity is matched against several
+    likely labels (``_VIZIER_LABELS``, found from the first query's one row), and a table lacking
+    one raises an error naming it.
+
+    Arguments:
+        cache_dir: folder for the cache file (created if absent).
+        server: a VizieR mirror host (default ``astroquery.vizier.conf.server``); tests give 127.0.0.1.
+        timeout: seconds per request.
+        refresh: query VizieR even when a cache exists (the cache is replaced only on success).
+
+    Returns:
+        DataFrame with ``nair_abraham``'s columns; rows with sentinels or blanks dropped.
+
+    Raises:
+        ValueError: ``cache_dir`` is not a folder.
+        CatalogFetchError: VizieR unreachable or answering an error, or its table lacks a quantity
+            the book needs; the message names the URL and what is missing.
+
+    References:
+        Nair & Abraham 2010, ApJS 186, 427 (arXiv:1001.2401); VizieR J/ApJS/186/427.
+    """
+    folder = _cache_folder(cache_dir)
+    path = folder / NAIR_ABRAHAM_CACHE
+    if path.exists() and not refresh:
+        try:
+            return _book_frame(_read_cache(path))
+        except (ValueError, OSError, pd.errors.ParserError):
+            pass  # unreadable: fetched again below, and replaced only if that succeeds
+    probe, url = _vizier_answer(server, timeout, ["**"], 1)
+    labels = _match_labels(list(probe.colnames))
+    missing = _missing_quantities(labels)
+    if missing:
+        looked_for = {q: _VIZIER_LABELS[q.split()[0]] for q in missing}
+        raise CatalogFetchError(f"{url}: {NAIR_ABRAHAM_VIZIER} has no column for {missing} (looked for "
+                                f"{looked_for}; it has {list(probe.colnames)})")
+    table, url = _vizier_answer(server, timeout, list(dict.fromkeys(labels.values())), -1)
+    absent = [label for label in labels.values() if label not in table.colnames]
+    if absent or len(table) < 2:
+        raise CatalogFetchError(f"{url}: the full query returned {len(table)} rows and lacks {absent}")
+    raw = _vizier_cache_frame(table, labels)
+    header = (f"# Nair & Abraham (2010), VizieR {NAIR_ABRAHAM_VIZIER} via {url}; "
+              + ", ".join(f"{q} <- {label}" for q, label in labels.items()) + "\n")
+    with atomic_write(path, "w") as fh:
+        fh.write(header)
+        raw.to_csv(fh, index=False)
+    return _book_frame(raw)
+
+
+class NairAbraham(NamedTuple):
+    """The Nair & Abraham catalog if it could be found, where it came from, and a note for the book."""
+
+    data: pd.DataFrame | None
+    source: str  # "folder", "cache", "vizier" or "none"
+    note: str
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "galnb"
+
+
+def load_nair_abraham(real_sdss: str | Path | None = None, cache_dir: str | Path | None = None, fetch: bool = True,
+                      *, server: str | None = None, timeout: float = 60.0) -> NairAbraham:
+    """The Nair & Abraham (2010) catalog from wherever it can be found, or None and how to get it.
+
+    In order: the folder ``real_sdss`` (else ``$GALNB_REAL_SDSS``) when it holds
+    ``nair-abraham-2010.fits`` (``nair_abraham``); the VizieR cache in ``cache_dir``; a fetch from
+    VizieR (``fetch_nair_abraham``) when ``fetch``, network errors caught. With none of them,
+    ``data`` is None and ``note`` says how to get the catalog, so a chapter can skip the section
+    and run on.
+
+    Arguments:
+        real_sdss: folder of real SDSS pieces, or None for ``$GALNB_REAL_SDSS``.
+        cache_dir: folder of the VizieR cache; None: ``$XDG_CACHE_HOME/galnb`` (``~/.cache/galnb``).
+        fetch: whether VizieR may be asked when no file or cache is found.
+        server, timeout: passed to ``fetch_nair_abraham``.
+
+    Returns:
+        ``NairAbraham(data, source, note)``: ``source`` is ``"folder"``, ``"cache"``, ``"vizier"``
+        or ``"none"``; ``note`` is one paragraph for the book (what was read, what is missing).
+
+    Raises:
+        FileNotFoundError: ``real_sdss`` (or the variable) names something that is not a folder.
+        ValueError: ``cache_dir`` is not a folder or ``fetch`` is not a bool.
+    """
+    if not isinstance(fetch, bool):
+        raise ValueError(f"fetch = {fetch!r} is not valid: give True (ask VizieR if needed) or False")
+    folder = real_sdss_dir(real_sdss)
+    cache = _cache_folder(_default_cache_dir() if cache_dir is None else cache_dir)
+    notes = []
+    if folder is not None:
+        if (folder / NAIR_ABRAHAM_FILE).exists():
+            return NairAbraham(nair_abraham(folder), "folder",
+                               f"Nair & Abraham (2010) read from {NAIR_ABRAHAM_FILE} in the real-SDSS folder.")
+        notes.append(f"{folder} holds no {NAIR_ABRAHAM_FILE}.")
+    vizier_note = (f"Nair & Abraham (2010) from VizieR {NAIR_ABRAHAM_VIZIER} (cached in {cache / NAIR_ABRAHAM_CACHE}); "
+                   "that table has no u, i or z photometry, so the u - g checks are empty.")
+    if (cache / NAIR_ABRAHAM_CACHE).exists():
+        try:
+            return NairAbraham(_book_frame(_read_cache(cache / NAIR_ABRAHAM_CACHE)), "cache", vizier_note)
+        except (ValueError, OSError, pd.errors.ParserError) as err:
+            notes.append(f"The cache could not be read ({err}).")
+    if fetch:
+        try:
+            return NairAbraham(fetch_nair_abraham(cache, server=server, timeout=timeout, refresh=True),
+                               "vizier", vizier_note)
+        except (CatalogFetchError, OSError) as err:
+            notes.append(f"Fetching it from VizieR failed: {err}.")
+    how = (f"The Nair & Abraham (2010) catalog is not available, so this section is skipped. To show it, set "
+           f"${REAL_SDSS_ENV} (or pass real_sdss=FOLDER) to a folder holding {NAIR_ABRAHAM_FILE} (see "
+           f"../shared/data/real-sdss/README.md), or let the book reach VizieR once: it then fetches "
+           f"{NAIR_ABRAHAM_VIZIER} with astroquery and caches it in {cache}.")
+    return NairAbraham(None, "none", " ".join([how, *notes]))
 
 
 def measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float) -> pd.DataFrame:
@@ -375,7 +734,8 @@ def inclination_reddening(df: pd.DataFrame, colour: str = "g_r", mass_bins=(9.5,
 
     A straight line of colour against log10(b/a) is fitted in each mass bin, and its
     difference between b/a = ``edge_on`` and b/a = ``face_on`` reported: the slope uses every
-    galaxy, which keeps it measurable on samples with few edge-on disks.
+    galaxy, which keeps it measurable on samples with few edge-on disks. Rows without the colour
+    (NaN, e.g. u - g in the VizieR table) are left out.
 
     Arguments:
         df: ``nair_abraham`` or ``simulated_structure`` rows (select star formers first).
@@ -393,7 +753,7 @@ def inclination_reddening(df: pd.DataFrame, colour: str = "g_r", mass_bins=(9.5,
     lever = np.log10(edge_on) - np.log10(face_on)
     rows = []
     for lo, hi in zip(mass_bins[:-1], mass_bins[1:]):
-        inside = df[(df.log_mstar > lo) & (df.log_mstar < hi) & (df.axis_ratio > 0)]
+        inside = df[(df.log_mstar > lo) & (df.log_mstar < hi) & (df.axis_ratio > 0) & np.isfinite(df[colour])]
         x, y = np.log10(inside.axis_ratio.to_numpy()), inside[colour].to_numpy()
         if len(x) < 10:
             rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(x), "reddening": np.nan, "se": np.nan})
@@ -402,6 +762,58 @@ def inclination_reddening(df: pd.DataFrame, colour: str = "g_r", mass_bins=(9.5,
         rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(x), "reddening": float(np.polyfit(x, y, 1)[0] * lever),
                      "se": float(np.std(boot) * abs(lever))})
     return pd.DataFrame(rows)
+
+
+def balmer_decrement_by_mass(catalog: pd.DataFrame, mass_bins=(9.0, 9.5, 10.0, 10.5, 11.0)) -> pd.DataFrame:
+    """Median Balmer decrement of star-forming galaxies by stellar mass, against Garn & Best (2010).
+
+    Arguments:
+        catalog: rows with ``log_mstar``, ``flux_ha``, ``flux_hb`` and ``oh_detectable`` (all four
+            lines detected), e.g. the simulated store's catalog.
+        mass_bins: edges in log M*.
+
+    Returns:
+        One row per bin: ``mass``, ``n``, ``median`` Halpha/Hbeta of the detected galaxies with its
+        standard error ``se`` (1.25 sd / sqrt(n)), and ``garn_best`` (their relation at the bin's
+        median mass, ``galnb.survey.garn_best_balmer_decrement``).
+    """
+    detected = catalog[catalog.oh_detectable.astype(bool)]
+    rows = []
+    for lo, hi in zip(mass_bins[:-1], mass_bins[1:]):
+        inside = detected[(detected.log_mstar > lo) & (detected.log_mstar < hi)]
+        ratio = (inside.flux_ha / inside.flux_hb).to_numpy()
+        mass = float(np.median(inside.log_mstar)) if len(inside) else (lo + hi) / 2
+        rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(ratio),
+                     "median": float(np.median(ratio)) if len(ratio) else np.nan,
+                     "se": 1.2533 * float(np.std(ratio)) / np.sqrt(len(ratio)) if len(ratio) > 1 else np.nan,
+                     "garn_best": float(garn_best_balmer_decrement(np.array([mass]))[0])})
+    return pd.DataFrame(rows)
+
+
+def describe_reddening(reddening: dict[str, pd.DataFrame]) -> str:
+    """One paragraph comparing simulated and real inclination reddening, bin by bin, from ``compare_structure``.
+
+    Arguments:
+        reddening: ``StructureComparison.reddening`` (keys ``"real g-r"``, ``"simulated g-r"``, ...);
+            empty when the real catalog was not available.
+
+    Returns:
+        Markdown: for each colour, the simulated and real reddening with standard errors per mass
+        bin, and in how many bins they differ by less than twice the combined standard error.
+    """
+    sentences = []
+    for colour in ("g-r", "u-g"):
+        real, sim = reddening.get(f"real {colour}"), reddening.get(f"simulated {colour}")
+        if real is None or sim is None or real.reddening.isna().all():
+            continue
+        diff = sim.reddening - real.reddening
+        agree = int((diff.abs() < 2 * np.hypot(sim.se, real.se)).sum())
+        pairs = "; ".join(f"{m}: {s:+.3f} ± {se:.3f} against {r:+.3f} ± {rse:.3f}" for m, s, se, r, rse
+                          in zip(real["mass"], sim.reddening, sim.se, real.reddening, real.se))
+        sentences.append(f"In {colour.replace('-', ' − ')}, simulated against real, by log M* bin "
+                         f"(mag from b/a = 0.9 to 0.3): {pairs}; they agree within twice the combined "
+                         f"standard error in {agree} of {len(diff)} bins.")
+    return " ".join(sentences)
 
 
 def size_mass(df: pd.DataFrame, mass_bins=(9.5, 10.0, 10.5, 11.0)) -> pd.DataFrame:

@@ -81,3 +81,22 @@ def test_render_bands_keeps_surface_brightness_at_any_pixel_scale():
     # the same 25" field: values are per native pixel area, so a coarse pixel holds 4x its value
     np.testing.assert_allclose(4 * coarse.sum(axis=(2, 3)), native.sum(axis=(2, 3)), rtol=0.1)
     assert native.shape == (2, 3, 64, 64) and native.dtype == np.float32
+
+
+def test_balmer_decrement_table_and_reddening_verdict_say_what_the_numbers_say():
+    # The Balmer table bins detected galaxies only and carries Garn & Best's value at each bin's
+    # median mass; the verdict counts a bin as agreeing when the difference is under twice the
+    # combined standard error.
+    from galnb.survey import garn_best_balmer_decrement
+
+    catalog = pd.DataFrame({"log_mstar": [9.2, 9.3, 9.4, 10.2, 10.3], "flux_ha": [3.0, 3.2, 3.4, 4.0, 50.0],
+                            "flux_hb": [1.0, 1.0, 1.0, 1.0, 1.0], "oh_detectable": [1, 1, 1, 1, 0]})
+    table = validation.balmer_decrement_by_mass(catalog, mass_bins=(9.0, 9.5, 10.0, 10.5))
+    assert table.n.tolist() == [3, 0, 1]
+    assert table["median"][0] == pytest.approx(3.2) and np.isnan(table["median"][1])
+    assert table.garn_best[0] == pytest.approx(garn_best_balmer_decrement(np.array([9.3]))[0])
+    real = pd.DataFrame({"mass": ["a", "b"], "n": [50, 50], "reddening": [0.02, 0.09], "se": [0.01, 0.01]})
+    simulated = real.assign(reddening=[0.03, 0.02], se=[0.02, 0.02])
+    verdict = validation.describe_reddening({"real g-r": real, "simulated g-r": simulated})
+    assert "a: +0.030 ± 0.020 against +0.020 ± 0.010" in verdict and "in 1 of 2 bins" in verdict
+    assert validation.describe_reddening({}) == ""

@@ -280,20 +280,15 @@ glue_all("data", structure_note=Markdown(structure.note),
 # {cite}`shen2003`, its normalisation raised to match the real medians of the middle panel, so
 # those medians are not an independent check; the slope and the scatter are.
 #
-# The disk's dust is set in `galnb.simulation` with its references. Its face-on depth follows
-# the stellar mass surface density $M_\star/(2\pi R_{50}^2)$ as {cite:t}`grootes2013` measured
-# it, so compact massive disks are dusty and diffuse low-mass ones nearly transparent; the dust
-# thins out with radius more slowly than the stars {cite}`xilouris1999`, so a dusty disk keeps
-# an optically thin outskirt and still reddens when tilted; and it lies in a layer thinner than
-# the old stars but shared by the stars younger than 1 Gyr, as in the radiative-transfer models
-# of {cite:t}`tuffs2004`, so tilting a disk dims its blue light more than its red. The
-# birth-cloud screen does not depend on viewing angle, so the Balmer decrement barely changes
-# with inclination, as in real disks {cite}`yip2010`. The depth keeps Grootes et al.'s own zero
-# point, so two checks against real galaxies are independent: the Balmer decrements against
-# the relation {cite:t}`garnbest2010` measured on SDSS star-forming galaxies (below), and the
-# inclination reddening of the left panel. One choice was made by comparison with real disks:
-# that stars up to 1 Gyr old, not only the youngest 100 Myr, share the dust layer (the reason is
-# given in `galnb.simulation`).
+# The disk's dust depth, its thickness and the birth clouds are set in `galnb.simulation`
+# with their references; the birth-cloud screen does not depend on viewing angle, so the
+# Balmer decrement barely changes with inclination, as in real disks {cite}`yip2010`, while
+# the continuum reddens. Two checks against real galaxies follow: the Balmer decrements by mass
+# against the relation {cite:t}`garnbest2010` measured on SDSS star-forming galaxies, and the
+# inclination reddening of the left panel, bin by bin. How much the continuum reddens is a
+# known limit of the simulation: real disks redden more with inclination the more massive
+# they are, while a dust slab mixed with the stars, as simulated here, reddens most at a
+# moderate optical depth and turns grey when thick.
 
 # %%
 balmer = validation.balmer_decrement_by_mass(catalog)

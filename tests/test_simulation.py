@@ -130,6 +130,18 @@ def test_stars_see_0p44_of_the_gas_reddening_on_average(internal):
     assert 0.36 < ebv_stars.mean() / ebv_gas.mean() < 0.52
 
 
+def test_balmer_decrements_follow_garn_and_best_by_mass(internal):
+    # The median Halpha/Hbeta of galaxies with all four lines detected rises with mass and stays
+    # within 0.05 dex of the relation Garn & Best (2010) measured on SDSS star formers (measured:
+    # +0.022, +0.025, -0.000, -0.022 dex from 10^9 to 10^11 Msun).
+    from galnb import validation
+
+    table = validation.balmer_decrement_by_mass(internal, mass_bins=(9.0, 9.5, 10.0, 10.5, 11.0))
+    assert (table.n > 30).all()
+    assert (np.abs(np.log10(table["median"] / table.garn_best)) < 0.05).all()
+    assert np.all(np.diff(table["median"]) > 0)
+
+
 def test_bpt_line_ratios_sit_on_the_real_star_forming_locus(internal):
     # Medians within 0.1 dex of the PP04 N2 / O3N2 calibrations (T04 scale, KE08) at each galaxy's
     # O/H, and of real SDSS star formers with 16 < r < 17.78 (issue 18: log [N II]/Halpha -0.47,

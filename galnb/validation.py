@@ -230,9 +230,9 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
     """The Nair & Abraham (2010) catalog of bright SDSS galaxies, in the book's column names.
 
     Masses and SFRs are MPA-JHU's; b/a and the Petrosian radii are SDSS measurements (the
-    authors' own release names the radii ``Rp50_g``/``Rp90_g``, g band, while the simulated ones are
-    measured in r); colours are observed-frame model colours, and ugriz is rebuilt from r and them. Rows with
-    sentinel values are dropped.
+    authors' own release names the radii ``Rp50_g``/``Rp90_g``, g band, while the simulated ones
+    are measured in r); colours are observed-frame model colours, and ugriz is rebuilt from r and
+    them. Rows with sentinel values are dropped.
 
     The catalog's ``RP50``/``RP90`` are physical radii in kpc (H0 = 70), not arcsec: read as kpc,
     log R50 rises with log M* with slope 0.22 and 0.19 dex scatter, as the Shen et al. (2003)
@@ -261,14 +261,11 @@ def nair_abraham(folder: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} is absent: the Nair & Abraham (2010) catalog (VizieR J/ApJS/186/427) "
                                 f"is read from there; see ../shared/data/real-sdss/README.md")
     t = Table.read(path).to_pandas()
-    scale = _kpc_per_arcsec(t["Z"])
     r, g = t["RMAG"], t["RMAG"] + t["GR"]
-    df = pd.DataFrame({"z": t["Z"], "log_mstar": t["LGM"], "log_ssfr": t["SFRM"], "axis_ratio": t["B_A"],
-                       "r50_kpc": t["RP50"], "u_g": t["UG"], "g_r": t["GR"], "mag_r": r,
-                       "r90_kpc": t["RP90"], "r50_arcsec": t["RP50"] / scale, "concentration": t["RP90"] / t["RP50"],
-                       "log_sfr": t["SFRT"], "mag_u": g + t["UG"], "mag_g": g, "mag_i": r - t["RI"],
-                       "mag_z": r - t["RI"] - t["IZ"], "t_type": t["T_TYPE"]}).astype(float)
-    return _valid_rows(df)
+    return _book_frame(pd.DataFrame({
+        "z": t["Z"], "log_mstar": t["LGM"], "log_sfr": t["SFRT"], "log_ssfr": t["SFRM"], "axis_ratio": t["B_A"],
+        "r50_kpc": t["RP50"], "r90_kpc": t["RP90"], "mag_g": g, "mag_r": r, "g_r": t["GR"], "t_type": t["T_TYPE"],
+        "u_g": t["UG"], "mag_u": g + t["UG"], "mag_i": r - t["RI"], "mag_z": r - t["RI"] - t["IZ"]}))
 
 
 def _valid_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -417,14 +414,16 @@ def _vizier_cache_frame(table, labels: dict[str, str]) -> pd.DataFrame:
 
 
 def _book_frame(raw: pd.DataFrame) -> pd.DataFrame:
-    """Cache rows in ``nair_abraham``'s columns: u-g, u, i and z are not in VizieR's table and stay NaN."""
+    """``nair_abraham``'s columns from the file's or the cache's (``_CACHE_COLUMNS``), with the angular
+    R50 and the concentration derived; u - g, u, i and z, absent from VizieR's table, stay NaN there."""
     scale = _kpc_per_arcsec(raw["z"].fillna(0.0).to_numpy())
-    nan = np.full(len(raw), np.nan)
+    nan = pd.Series(np.nan, index=raw.index)
     df = pd.DataFrame({"z": raw.z, "log_mstar": raw.log_mstar, "log_ssfr": raw.log_ssfr, "axis_ratio": raw.axis_ratio,
-                       "r50_kpc": raw.r50_kpc, "u_g": nan, "g_r": raw.g_r, "mag_r": raw.mag_r,
+                       "r50_kpc": raw.r50_kpc, "u_g": raw.get("u_g", nan), "g_r": raw.g_r, "mag_r": raw.mag_r,
                        "r90_kpc": raw.r90_kpc, "r50_arcsec": raw.r50_kpc / scale,
-                       "concentration": raw.r90_kpc / raw.r50_kpc, "log_sfr": raw.log_sfr, "mag_u": nan,
-                       "mag_g": raw.mag_g, "mag_i": nan, "mag_z": nan, "t_type": raw.t_type}).astype(float)
+                       "concentration": raw.r90_kpc / raw.r50_kpc, "log_sfr": raw.log_sfr,
+                       "mag_u": raw.get("mag_u", nan), "mag_g": raw.mag_g, "mag_i": raw.get("mag_i", nan),
+                       "mag_z": raw.get("mag_z", nan), "t_type": raw.t_type}).astype(float)
     return _valid_rows(df)
 
 
@@ -709,6 +708,11 @@ def star_forming(df: pd.DataFrame, min_log_ssfr: float = _MIN_LOG_SSFR) -> np.nd
     return (df["log_ssfr"] > min_log_ssfr).to_numpy()
 
 
+def _median_se(values: np.ndarray) -> float:
+    """Standard error of the median of roughly normal values, 1.2533 sd / sqrt(n) (NaN below 2 values)."""
+    return 1.2533 * float(np.std(values)) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+
+
 def concentration_by_ssfr(df: pd.DataFrame, ssfr_bins=(-10.8, -10.3, -9.9, -9.5, -8.5)) -> pd.DataFrame:
     """Median Petrosian concentration R90/R50 in bins of log sSFR (disks are less concentrated).
 
@@ -722,8 +726,8 @@ def concentration_by_ssfr(df: pd.DataFrame, ssfr_bins=(-10.8, -10.3, -9.9, -9.5,
     rows = []
     for lo, hi in zip(ssfr_bins[:-1], ssfr_bins[1:]):
         c = (df.r90_kpc / df.r50_kpc)[(df.log_ssfr > lo) & (df.log_ssfr < hi)].to_numpy()
-        se = 1.2533 * np.std(c) / np.sqrt(len(c)) if len(c) > 1 else np.nan
-        rows.append({"ssfr": f"{lo:g}-{hi:g}", "n": len(c), "median": np.median(c) if len(c) else np.nan, "se": se})
+        rows.append({"ssfr": f"{lo:g}-{hi:g}", "n": len(c), "median": np.median(c) if len(c) else np.nan,
+                     "se": _median_se(c)})
     return pd.DataFrame(rows)
 
 
@@ -785,7 +789,7 @@ def balmer_decrement_by_mass(catalog: pd.DataFrame, mass_bins=(9.0, 9.5, 10.0, 1
         mass = float(np.median(inside.log_mstar)) if len(inside) else (lo + hi) / 2
         rows.append({"mass": f"{lo:g}-{hi:g}", "n": len(ratio),
                      "median": float(np.median(ratio)) if len(ratio) else np.nan,
-                     "se": 1.2533 * float(np.std(ratio)) / np.sqrt(len(ratio)) if len(ratio) > 1 else np.nan,
+                     "se": _median_se(ratio),
                      "garn_best": float(garn_best_balmer_decrement(np.array([mass]))[0])})
     return pd.DataFrame(rows)
 

@@ -66,24 +66,37 @@ PAPER_SIGMA: dict[str, dict[str, float]] = {
 
 
 # ------------------------------------------------------------------------------- sentences
-def verdict(comparisons: dict[str, tuple[float, float]], better: str = "higher") -> str:
-    """A sentence saying, per measure, whether the image model beats the photometry model.
+def verdict(comparison: pd.DataFrame, a: str = "image", b: str = "phot", n_objects: int | None = None) -> str:
+    """Sentences saying, per measure, whether model ``a`` beats model ``b``, with the interval behind each word.
+
+    "Beats" or "loses to" is said only where the interval of the difference excludes zero; where it
+    contains zero the two "cannot be told apart" on that measure.
 
     Arguments:
-        comparisons: measure name → (image value, photometry value), oriented so that the
-            larger number is the better one (pass negated values for "smaller is better";
-            ``better`` only words the sentence).
+        comparison: one row per measure with columns ``measure``, ``better`` ("higher" or
+            "smaller"), ``a``, ``b``, ``difference`` (a minus b) and its interval ``low``/``high``
+            (``galnb.metrics.paired_comparison`` makes it).
+        a, b: the two models' column names; the sentences call them the image and photometry
+            models when they are "image" and "phot".
+        n_objects: number of test galaxies the intervals resample, named in the sentence if given.
     """
-    parts = []
-    for name, (image, phot) in comparisons.items():
-        shown = (abs(image), abs(phot)) if better == "smaller" else (image, phot)
-        name = name.replace("*", r"\*")  # the sentence is Markdown: "log M*" must not open emphasis
-        parts.append(f"{name} {'favours' if image > phot else 'does not favour'} the image model "
-                     f"({shown[0]:.3f} vs {shown[1]:.3f}, {better} is better)")
-    wins = sum(image > phot for image, phot in comparisons.values())
-    head = "The image model wins on every measure" if wins == len(comparisons) else (
-        "The image model does not win on every measure")
-    return f"{head}: " + "; ".join(parts) + "."
+    names = {"image": "image model", "phot": "photometry model"}
+    name_a, name_b = names.get(a, a), names.get(b, b)
+    parts, wins, losses = [], 0, 0
+    for _, row in comparison.iterrows():
+        sign = 1 if row.low > 0 else -1 if row.high < 0 else 0
+        favours_a = sign * (1 if row.better == "higher" else -1)
+        wins, losses = wins + (favours_a > 0), losses + (favours_a < 0)
+        word = {1: f"the {name_a} wins", -1: f"the {name_a} loses", 0: "they cannot be told apart"}[favours_a]
+        measure = row.measure.replace("*", r"\*")  # the sentence is Markdown: "log M*" must not open emphasis
+        parts.append(f"{measure}: {row[a]:.3f} vs {row[b]:.3f}, {row.better} is better, "
+                     f"difference {row.difference:+.3f} [{row.low:+.3f}, {row.high:+.3f}]: {word}")
+    ties = len(comparison) - wins - losses
+    over = f" over {n_objects:,} test galaxies" if n_objects else ""
+    head = (f"The {name_a} beats the {name_b} on {wins} of {len(comparison)} measures, loses on {losses}, "
+            f"and cannot be told apart on {ties} (95 % bootstrap intervals{over} of {a} minus {b}; "
+            "a win or loss needs an interval that excludes zero)")
+    return head + ". " + "; ".join(parts) + "."
 
 
 def structure_gain(dlogp: dict[str, np.ndarray], probe: pd.DataFrame | None = None) -> str:

@@ -84,6 +84,10 @@ from galnb.runs import glue_all
 dlogp = {name: metrics.delta_log_p(post, prior) for name, post in posteriors.items()}
 log_ratio = {name: metrics.log_ratio_to_prior(post, prior) for name, post in posteriors.items()}
 dkl = {name: r.mean(axis=1) for name, r in log_ratio.items()}
+# image minus photometry on every measure, each with a 95 % bootstrap interval over test galaxies
+comparison = metrics.paired_comparison(posteriors, dlogp, dkl, "image", "phot", seed=seed)
+headline, by_wd = comparison.iloc[:2], comparison[comparison.measure.str.startswith("WD")]
+n_test = len(posteriors["image"].test_index)
 glue_all(
     "eval", n_draws=run.scale.n_draws, n_kl_draws=run.scale.n_kl_draws, ode_steps=run.scale.ode_steps,
     # Monte Carlo standard error of each galaxy's D_KL, then its median over galaxies and models
@@ -93,9 +97,10 @@ glue_all(
     **{f"dkl_mu_{name}": float(dkl[name].mean()) for name in ("image", "phot")},
     win_dlogp=100 * metrics.win_rate(dlogp["image"], dlogp["phot"]),
     win_dkl=100 * metrics.win_rate(dkl["image"], dkl["phot"]),
-    n_test=len(posteriors["image"].test_index),
-    verdict=Markdown(report.verdict({"mean Δlog p": (dlogp["image"].mean(), dlogp["phot"].mean()),
-                                     "mean D_KL": (dkl["image"].mean(), dkl["phot"].mean())})),
+    n_test=n_test,
+    **{f"{key}_diff": str(metrics.Interval(*headline.iloc[j][["difference", "low", "high"]]))
+       for j, key in enumerate(("dlogp", "dkl"))},
+    verdict=Markdown(report.verdict(headline, n_objects=n_test)),
 )
 
 # %% [markdown]
@@ -110,13 +115,16 @@ glue_all(
 # On this run the image model reaches a mean $\Delta\log p$ of
 # {glue:text}`eval_dlogp_mu_image:.2f` nats against {glue:text}`eval_dlogp_mu_phot:.2f` for the
 # photometry model (the paper: 2.17 vs 1.26 on real SDSS), and a mean $D_\mathrm{KL}$ of
-# {glue:text}`eval_dkl_mu_image:.2f` against {glue:text}`eval_dkl_mu_phot:.2f` nats (paper: 3.41 vs
-# 2.55). The image model has the higher $\Delta\log p$ for {glue:text}`eval_win_dlogp:.1f` % of
-# galaxies and the higher $D_\mathrm{KL}$ for {glue:text}`eval_win_dkl:.1f` % (paper: 81.5 % and
-# 96.5 %). The mean $D_\mathrm{KL}$ over galaxies estimates the mutual information
-# $I(\theta;\mathcal D)$ between the properties and the data each model sees. A galaxy's
-# $D_\mathrm{KL}$ carries a Monte Carlo standard error of typically
-# {glue:text}`eval_dkl_mc_se:.3f` nats from its finite number of draws.
+# {glue:text}`eval_dkl_mu_image:.2f` against {glue:text}`eval_dkl_mu_phot:.2f` nats (paper: 3.41
+# vs 2.55). Image minus photometry, with its 95 % bootstrap interval over the test galaxies
+# (both models on the same resampled galaxies): {glue:text}`eval_dlogp_diff` nats in
+# $\Delta\log p$ and {glue:text}`eval_dkl_diff` nats in $D_\mathrm{KL}$. The image model has the higher
+# $\Delta\log p$ for {glue:text}`eval_win_dlogp:.1f` % of galaxies and the higher
+# $D_\mathrm{KL}$ for {glue:text}`eval_win_dkl:.1f` % (paper: 81.5 % and 96.5 %). The mean
+# $D_\mathrm{KL}$ over galaxies estimates the mutual information $I(\theta;\mathcal D)$ between
+# the properties and the data each model sees. A galaxy's $D_\mathrm{KL}$ carries a Monte Carlo
+# standard error of typically {glue:text}`eval_dkl_mc_se:.3f` nats from its finite number of
+# draws.
 
 # %% [markdown]
 # On the two headline metrics of this run: {glue:md}`eval_verdict`
@@ -132,8 +140,7 @@ wd = metrics.wasserstein_table(posteriors)
 wd_paper = report.wasserstein_with_paper(wd)
 glue_all("eval", wd_table=wd_paper.style.format(precision=4).hide(axis="index"),
          wd_image_wins=int((wd["image"] < wd["phot"]).sum()),
-         wd_verdict=Markdown(report.verdict({f"WD of {r.property}": (-r.image, -r.phot) for r in wd.itertuples()},
-                                            better="smaller")))
+         wd_verdict=Markdown(report.verdict(by_wd, n_objects=n_test)))
 
 # %% [markdown]
 # ```{glue:figure} eval_wd_table
@@ -144,7 +151,8 @@ glue_all("eval", wd_table=wd_paper.style.format(precision=4).hide(axis="index"),
 # ```
 #
 # The image model has the smaller distance for {glue:text}`eval_wd_image_wins` of the five
-# properties. Per property: {glue:md}`eval_wd_verdict`
+# properties. Whether each difference is more than the noise of the test sample:
+# {glue:md}`eval_wd_verdict`
 
 # %% [markdown]
 # ## How much could the images add? A reference only a simulation allows
@@ -299,6 +307,8 @@ speed.update({name: posteriors[name].meta.get("seconds_per_1000_draws", float("n
               for name in ("vaenf-image", "vaenf-phot")})
 head = metrics.head_to_head(posteriors, dlogp, dkl, tarp, speed)
 glue_all("eval", head_to_head=head.style.format(precision=3),
+         image_vs_phot=comparison.rename(columns={"difference": "image − phot", "low": "95 % from", "high": "95 % to"})
+         .style.format(precision=3).hide(axis="index"),
          r2=metrics.r2_table(posteriors).style.format(precision=3).hide(axis="index"))
 
 # %% [markdown]
@@ -308,6 +318,14 @@ glue_all("eval", head_to_head=head.style.format(precision=3),
 # Every model on the same test galaxies: mean $\Delta\log p$ and $D_\mathrm{KL}$ (nats),
 # Wasserstein distance and $R^2$ averaged over the five properties, TARP coverage error, and
 # seconds to draw 1,000 samples for one galaxy.
+# ```
+#
+# ```{glue:figure} eval_image_vs_phot
+# :name: tab-eval-image-vs-phot
+#
+# The image CFM model against the photometry CFM model on every measure: both values, their
+# difference (image minus photometry) and its 95 % bootstrap interval, from resampling the
+# test galaxies (both models on the same resample, every measure recomputed).
 # ```
 #
 # ```{glue:figure} eval_r2
@@ -371,6 +389,7 @@ for name, post in posteriors.items():
 # :::
 
 # %%
-tables = {"wasserstein": wd_paper, "head_to_head": head, "r2": metrics.r2_table(posteriors)}
+tables = {"wasserstein": wd_paper, "head_to_head": head, "image_vs_phot": comparison,
+          "r2": metrics.r2_table(posteriors)}
 paths = [run.save_table(name, table) for name, table in tables.items()]
 run.finish(artifacts=paths + [run.posterior_path(name) for name in posteriors]);

@@ -41,6 +41,7 @@ truth, rows = posteriors["image"].theta_true, posteriors["image"].test_index
 # is nearest the 10th percentile of $D_n(4000)$ and the 90th of $A_V$.
 
 # %%
+import numpy as np
 from IPython.display import Markdown
 
 from galnb import metrics, plots, report
@@ -72,11 +73,13 @@ glue_all("degeneracy", fig3=fig3)
 morph = store.catalog.iloc[rows][["inclination", "axis_ratio", "bulge_fraction"]]
 table = metrics.degeneracy_table(posteriors, morph)
 summary = table.groupby("model")[["corr", "area68", "distance"]].median()
-distance = {kind: table.query(f"model == '{kind}'")["distance"].to_numpy() for kind in ("image", "phot")}
-closer = metrics.win_rate(-distance["image"], -distance["phot"])
-verdict = report.verdict({"median 68 % area": (-summary.loc["image", "area68"], -summary.loc["phot", "area68"]),
-                          "median distance from the truth": (-summary.loc["image", "distance"],
-                                                             -summary.loc["phot", "distance"])}, better="smaller")
+per_model = {kind: table.query(f"model == '{kind}'") for kind in ("image", "phot")}
+closer = metrics.win_rate(-per_model["image"]["distance"].to_numpy(), -per_model["phot"]["distance"].to_numpy())
+comparison = metrics.compare_scores(
+    {f"median {label}": (per_model["image"][col].to_numpy(), per_model["phot"][col].to_numpy(), "smaller")
+     for col, label in (("area68", "68 % area"), ("distance", "distance from the truth"))},
+    statistic=np.median, seed=seed)
+verdict = report.verdict(comparison, n_objects=len(per_model["image"]))
 glue_all("degeneracy", summary=summary.style.format(precision=3), closer_pct=100 * closer, verdict=Markdown(verdict),
          **{f"area_{kind}": float(summary.loc[kind, "area68"]) for kind in ("phot", "image")},
          **{f"corr_{kind}": float(summary.loc[kind, "corr"]) for kind in ("phot", "image")})

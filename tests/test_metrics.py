@@ -119,3 +119,43 @@ def test_degeneracy_table_recovers_a_known_correlation():
     assert table["corr"].mean() == pytest.approx(-0.8, abs=0.05)
     expected_area = np.pi * stats.chi2.ppf(0.68, 2) * np.sqrt(1 - 0.8**2)
     assert table["area68"].mean() == pytest.approx(expected_area, rel=0.05)
+
+
+def test_bootstrap_interval_of_a_mean_covers_the_truth_at_its_level():
+    # 200 samples of 100 standard normals: a 90 % interval of the mean should miss 0 about 20 times
+    rng = np.random.default_rng(11)
+    misses = 0
+    for trial in range(200):
+        x = rng.normal(size=100)
+        misses += metrics.bootstrap_interval(lambda i: x[i].mean(), len(x), n_boot=300, level=0.9, seed=trial).sign != 0
+    assert 8 <= misses <= 34  # binomial(200, 0.1): mean 20, sd 4.2
+
+
+def test_paired_difference_sees_a_small_gain_that_unpaired_noise_would_hide():
+    rng = np.random.default_rng(12)
+    b = rng.normal(0.0, 3.0, size=400)  # large spread between objects ...
+    a = b + 0.1 + rng.normal(0.0, 0.05, size=400)  # ... but a beats b by 0.1 on every one
+    iv = metrics.paired_difference(a, b)
+    assert iv.sign == 1 and iv.low < 0.1 < iv.high
+    assert metrics.paired_difference(b, a, np.median).sign == -1
+    with pytest.raises(ValueError, match="same objects"):
+        metrics.paired_difference(a, b[:-1])
+
+
+def test_paired_comparison_tells_a_better_model_from_an_equal_one():
+    rng = np.random.default_rng(13)
+    truth = rng.normal(size=(600, D))
+    noise = rng.normal(size=(600, D))
+    sharp = gaussian_posterior(truth + 0.3 * noise, 0.3, truth, n=64, seed=1)
+    blurred = gaussian_posterior(truth + 0.9 * noise, 0.9, truth, n=64, seed=2)
+    twin = gaussian_posterior(truth + 0.3 * noise, 0.3, truth, n=64, seed=3)
+    posts = {"sharp": sharp, "blurred": blurred, "twin": twin}
+    score = {k: p.log_prob_true for k, p in posts.items()}
+    better = metrics.paired_comparison(posts, score, score, "sharp", "blurred")
+    assert len(better) == 2 + 2 * D
+    assert (better.low > 0)[better.better == "higher"].all()  # Δlog p, D_KL and R² all favour the sharp one
+    same = metrics.paired_comparison(posts, score, score, "sharp", "twin")
+    assert (same.low <= 0).all() and (same.high >= 0).all()  # no measure calls one of two equal models better
+    twin_elsewhere = gaussian_posterior(truth[1:], 0.3, truth[1:], n=4)
+    with pytest.raises(ValueError, match="same test galaxies"):
+        metrics.paired_comparison({"sharp": sharp, "other": twin_elsewhere}, score, score, "sharp", "other")

@@ -22,11 +22,23 @@ def test_dust_age_examples_pick_opposite_corners():
     assert old[3] > young[3] and old[4] < young[4]
 
 
-def test_verdict_says_who_wins_each_measure_with_the_numbers():
-    text = report.verdict({"mean Δlog p": (2.0, 1.0), "WD of log M*": (-0.3, -0.1)}, better="smaller")
-    assert text.startswith("The image model does not win on every measure")
-    assert "mean Δlog p favours the image model (2.000 vs 1.000" in text
-    assert r"WD of log M\* does not favour the image model (0.300 vs 0.100" in text
+def test_verdict_says_win_loss_or_tie_only_as_far_as_the_interval_allows():
+    table = pd.DataFrame([
+        {"measure": "mean Δlog p [nats]", "better": "higher", "image": 2.0, "phot": 1.0, "difference": 1.0,
+         "low": 0.8, "high": 1.2},
+        {"measure": "WD of log M*", "better": "smaller", "image": 0.3, "phot": 0.1, "difference": 0.2,
+         "low": 0.1, "high": 0.3},
+        {"measure": "mean D_KL [nats]", "better": "higher", "image": 2.1, "phot": 2.0, "difference": 0.1,
+         "low": -0.05, "high": 0.25},
+    ])
+    text = report.verdict(table, n_objects=2400)
+    assert text.startswith("The image model beats the photometry model on 1 of 3 measures, loses on 1, "
+                           "and cannot be told apart on 1 (95 % bootstrap intervals over 2,400 test galaxies")
+    assert "mean Δlog p [nats]: 2.000 vs 1.000, higher is better, difference +1.000 [+0.800, +1.200]: " \
+           "the image model wins" in text
+    assert r"WD of log M\* : " not in text and r"WD of log M\*: 0.300 vs 0.100" in text
+    assert "[+0.100, +0.300]: the image model loses" in text
+    assert "[-0.050, +0.250]: they cannot be told apart" in text
 
 
 def test_paper_columns_sit_beside_our_wasserstein_table():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .metrics import Interval
 from .properties import TARGETS
 
 __all__ = [
@@ -84,8 +85,7 @@ def verdict(comparison: pd.DataFrame, a: str = "image", b: str = "phot", n_objec
     name_a, name_b = names.get(a, a), names.get(b, b)
     parts, wins, losses = [], 0, 0
     for _, row in comparison.iterrows():
-        sign = 1 if row.low > 0 else -1 if row.high < 0 else 0
-        favours_a = sign * (1 if row.better == "higher" else -1)
+        favours_a = Interval(row.difference, row.low, row.high).sign * (1 if row.better == "higher" else -1)
         wins, losses = wins + (favours_a > 0), losses + (favours_a < 0)
         word = {1: f"the {name_a} wins", -1: f"the {name_a} loses", 0: "they cannot be told apart"}[favours_a]
         measure = row.measure.replace("*", r"\*")  # the sentence is Markdown: "log M*" must not open emphasis

@@ -316,10 +316,15 @@ def compare_scores(scores: dict[str, tuple[np.ndarray, np.ndarray, str]],
     rows = []
     for measure, (values_a, values_b, better) in scores.items():
         iv = paired_difference(values_a, values_b, statistic, n_boot, seed=seed)
-        rows.append({"measure": measure, "better": better, a: float(statistic(np.asarray(values_a, float))),
-                     b: float(statistic(np.asarray(values_b, float))), "difference": iv.estimate,
-                     "low": iv.low, "high": iv.high})
+        rows.append(_comparison_row(measure, better, {a: float(statistic(np.asarray(values_a, float))),
+                                                      b: float(statistic(np.asarray(values_b, float)))}, iv))
     return pd.DataFrame(rows)
+
+
+def _comparison_row(measure: str, better: str, values: dict[str, float], difference: Interval) -> dict:
+    """One row of the table ``compare_scores`` and ``paired_comparison`` return (``report.verdict`` reads it)."""
+    return {"measure": measure, "better": better, **values,
+            "difference": difference.estimate, "low": difference.low, "high": difference.high}
 
 
 def paired_comparison(posteriors: dict[str, Posterior], dlogp: dict[str, np.ndarray], dkl: dict[str, np.ndarray],
@@ -344,8 +349,7 @@ def paired_comparison(posteriors: dict[str, Posterior], dlogp: dict[str, np.ndar
     def add(measure: str, better: str, value: Callable[[str, np.ndarray], float]) -> None:
         iv = bootstrap_interval(lambda i: value(a, i) - value(b, i), n, n_boot, seed=seed)
         everyone = np.arange(n)
-        rows.append({"measure": measure, "better": better, a: value(a, everyone), b: value(b, everyone),
-                     "difference": iv.estimate, "low": iv.low, "high": iv.high})
+        rows.append(_comparison_row(measure, better, {a: value(a, everyone), b: value(b, everyone)}, iv))
 
     means = {m: posteriors[m].mean for m in (a, b)}  # a property that averages all draws: once, not per resample
 

@@ -21,6 +21,7 @@ __all__ = [
     "PAPER_LINE_R2",
     "PAPER_SIGMA",
     "wasserstein_with_paper",
+    "interval_table",
     "verdict",
     "structure_gain",
     "select_box",
@@ -67,6 +68,27 @@ PAPER_SIGMA: dict[str, dict[str, float]] = {
 
 
 # ------------------------------------------------------------------------------- sentences
+def interval_table(long: pd.DataFrame, precision: int = 3) -> pd.DataFrame:
+    """A ``metrics.head_to_head`` table for reading: one row per model, one column per measure.
+
+    Each cell is the value with its 95 % interval, ``"3.149 [3.080, 3.220]"``, or the value
+    alone where the measure has no interval (the sampling time).
+
+    Example:
+        >>> long = pd.DataFrame({"model": ["a", "a"], "measure": ["mean Δlog p [nats]", "s per 1,000 draws"],
+        ...                      "value": [3.1494, 0.52], "low": [3.08, np.nan], "high": [3.22, np.nan]})
+        >>> interval_table(long).loc["a"].tolist()
+        ['3.149 [3.080, 3.220]', '0.520']
+    """
+    def cell(row: pd.Series) -> str:
+        value = f"{row.value:.{precision}f}"
+        return value if np.isnan(row.low) else f"{value} [{row.low:.{precision}f}, {row.high:.{precision}f}]"
+
+    cells = long.assign(cell=long.apply(cell, axis=1))
+    table = cells.pivot(index="model", columns="measure", values="cell")
+    return table.loc[long.model.unique(), long.measure.unique()].rename_axis(index=None, columns=None)
+
+
 def verdict(comparison: pd.DataFrame, a: str = "image", b: str = "phot", n_objects: int | None = None) -> str:
     """Sentences saying, per measure, whether model ``a`` beats model ``b``, with the interval behind each word.
 

@@ -159,3 +159,27 @@ def test_paired_comparison_tells_a_better_model_from_an_equal_one():
     twin_elsewhere = gaussian_posterior(truth[1:], 0.3, truth[1:], n=4)
     with pytest.raises(ValueError, match="same test galaxies"):
         metrics.paired_comparison({"sharp": sharp, "other": twin_elsewhere}, score, score, "sharp", "other")
+
+
+def test_head_to_head_gives_every_model_intervals_that_separate_a_calibrated_from_an_overconfident_one():
+    # Both models have the same means; one reports the right width, the other a fifth of it. The
+    # TARP ATC interval of the calibrated one covers zero, the overconfident one's lies below it;
+    # the shared means give nearly the same WD; Posterior.take resamples every per-object array.
+    rng = np.random.default_rng(21)
+    mean = rng.normal(size=(300, D))
+    truth = mean + 0.5 * rng.normal(size=(300, D))
+    posts = {"calibrated": gaussian_posterior(mean, 0.5, truth, n=200, seed=1),
+             "narrow": gaussian_posterior(mean, 0.1, truth, n=200, seed=1)}
+    part = posts["narrow"].take(np.array([3, 3, 7]))
+    assert part.samples.shape == (3, 200, D) and part.test_index.tolist() == [3, 3, 7]
+    score = {k: p.log_prob_true for k, p in posts.items()}
+    long = metrics.head_to_head(posts, score, score, {"calibrated": 0.5}, n_boot=200)
+    table = long.set_index(["model", "measure"])
+    assert len(long) == 2 * 6
+    bounded = long.dropna(subset=["low"])
+    assert len(bounded) == 2 * 5 and (bounded.low <= bounded.value).all() and (bounded.value <= bounded.high).all()
+    atc = table.loc[("calibrated", "TARP ATC")], table.loc[("narrow", "TARP ATC")]
+    assert atc[0].low < 0 < atc[0].high and atc[1].high < -0.1
+    wd = table.xs("mean WD (5 properties)", level="measure").value
+    assert abs(wd["calibrated"] - wd["narrow"]) < 0.01  # the same means, up to the draws' own noise
+    assert np.isnan(table.loc[("narrow", "s per 1,000 draws"), "value"])

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_real:
             real = real.sample(n=min(args.n_real, len(real)), random_state=0).reset_index(drop=True)
         # The catalog's two SFR columns disagree (validation.ssfr_by_morphology): both are tested.
-        reals = {"real, SFRT": real, "real, SFRM + LGM": real.assign(log_sfr=real.log_ssfr + real.log_mstar)}
+        reals = {"real, SFRT": real, "real, SFRM + LGM": validation.with_sfrm_sfr(real)}
         results = {name: information_gain(sample, args.seeds, args.steps) for name, sample in reals.items()}
         results["simulated"] = information_gain(validation.simulated_structure(args.n_sim, seed=0), args.seeds,
                                                 args.steps)

@@ -53,6 +53,8 @@ __all__ = [
     "ssfr_by_morphology",
     "RESIDUAL_INPUTS",
     "photometric_residuals",
+    "with_sfrm_sfr",
+    "compare_label_scatter",
     "describe_label_scatter",
     "real_sdss_photometry",
     "blue_cloud",
@@ -977,6 +979,36 @@ def photometric_residuals(samples: dict[str, pd.DataFrame], targets=("log_mstar"
     return pd.DataFrame(rows)
 
 
+def with_sfrm_sfr(real: pd.DataFrame) -> pd.DataFrame:
+    """Nair & Abraham rows with ``log_sfr`` taken as ``SFRM`` + log M* (``log_ssfr + log_mstar``), not ``SFRT``.
+
+    The likelier MPA-JHU median total SFR of the two columns (``ssfr_by_morphology``).
+    """
+    return real.assign(log_sfr=real.log_ssfr + real.log_mstar)
+
+
+def compare_label_scatter(real: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
+    """``photometric_residuals`` of log M* and log SFR for real and simulated star formers, for reading.
+
+    The real log SFR is tried both ways (``SFRT``, and ``SFRM`` + log M* as ``with_sfrm_sfr``);
+    targets are given by their short names.
+
+    Arguments:
+        real: ``nair_abraham`` rows. simulated: ``simulated_structure`` rows (or any with ``z``,
+            the magnitudes, ``log_mstar``, ``log_sfr`` and ``log_ssfr``).
+
+    Returns:
+        The ``photometric_residuals`` table, samples ``real``, ``real, SFRM + log M*`` (log SFR only)
+        and ``simulated``.
+    """
+    real, simulated = real[star_forming(real)], simulated[star_forming(simulated)]
+    table = pd.concat([
+        photometric_residuals({"real": real, "simulated": simulated}, targets=("log_mstar",)),
+        photometric_residuals({"real": real, "real, SFRM + log M*": with_sfrm_sfr(real), "simulated": simulated},
+                              targets=("log_sfr",))], ignore_index=True)
+    return table.assign(target=[QUANTITIES[t].short for t in table.target])
+
+
 def describe_label_scatter(table: pd.DataFrame, reference: str) -> str:
     """One sentence per inputs and label of a ``photometric_residuals`` table, against ``reference``.
 
@@ -995,6 +1027,8 @@ def describe_label_scatter(table: pd.DataFrame, reference: str) -> str:
                 "fetched from VizieR has no u, i or z magnitudes).")
     sentences = []
     for (inputs, target), rows in table.groupby(["inputs", "target"], sort=False):
+        if reference not in set(rows["sample"]):
+            continue
         ref = rows[rows["sample"] == reference].iloc[0]
         parts = [f"{reference} {ref.scatter:.3f} ± {ref.se:.3f} dex"]
         for _, row in rows[rows["sample"] != reference].iterrows():

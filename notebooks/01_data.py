@@ -329,13 +329,7 @@ if nair_abraham.data is None:
     sfr_columns, label_scatter = pd.DataFrame(), pd.DataFrame()
 else:
     sfr_columns = validation.ssfr_by_morphology(nair_abraham.data)
-    real_sf = nair_abraham.data[validation.star_forming(nair_abraham.data)]
-    sim_sf = simulated_structure[validation.star_forming(simulated_structure)]
-    label_scatter = pd.concat([
-        validation.photometric_residuals({"real": real_sf, "simulated": sim_sf}, targets=("log_mstar",)),
-        validation.photometric_residuals(
-            {"real": real_sf, "real, SFRM + log M*": real_sf.assign(log_sfr=real_sf.log_ssfr + real_sf.log_mstar),
-             "simulated": sim_sf}, targets=("log_sfr",))], ignore_index=True)
+    label_scatter = validation.compare_label_scatter(nair_abraham.data, simulated_structure)
 glue_all("data",
          sfr_columns=sfr_columns.style.format(precision=2).hide(axis="index") if len(sfr_columns) else "(skipped)",
          label_scatter=label_scatter.style.format(precision=3).hide(axis="index")

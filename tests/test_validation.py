@@ -132,3 +132,18 @@ def test_nair_abraham_sfr_columns_differ_by_morphology():
     assert (table.n > 200).all()
     assert table.SFRM["Sd-Irr"] - table.SFRM["E"] > 1.2
     assert table["SFRT - LGM"]["Sd-Irr"] - table["SFRT - LGM"]["E"] < 0.7
+
+
+def test_compare_label_scatter_tries_both_real_sfr_columns_on_star_formers_only():
+    rng = np.random.default_rng(4)
+    mags = pd.DataFrame(rng.normal(16.5, 0.6, (1200, 5)), columns=list(MAG_COLUMNS))
+    mags["z"] = rng.uniform(0.02, 0.1, 1200)
+    mass = 10.0 - 0.4 * (mags.mag_r - 16.5) + rng.normal(0.0, 0.1, 1200)
+    ssfr = np.where(np.arange(1200) < 1000, -10.0, -12.0) + rng.normal(0.0, 0.2, 1200)  # 200 quiescent
+    real = mags.assign(log_mstar=mass, log_ssfr=ssfr, log_sfr=mass + ssfr + rng.normal(0.0, 0.3, 1200))
+    table = validation.compare_label_scatter(real, real.assign(log_sfr=real.log_ssfr + real.log_mstar))
+    assert (table.n == 1000).all()  # star formers only
+    assert set(table.target) == {"log M*", "log SFR"}
+    sfr = table[(table.target == "log SFR") & (table.inputs == "ugriz + z")].set_index("sample").scatter
+    assert sfr["real"] > sfr["real, SFRM + log M*"] + 0.1  # SFRT carries 0.3 dex more
+    assert sfr["real, SFRM + log M*"] == pytest.approx(sfr["simulated"], abs=0.02)  # the same labels

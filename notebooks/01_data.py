@@ -332,7 +332,7 @@ else:
     label_scatter = validation.compare_label_scatter(nair_abraham.data, simulated_structure)
 glue_all("data",
          sfr_columns=sfr_columns.style.format(precision=2).hide(axis="index") if len(sfr_columns) else "(skipped)",
-         label_scatter=label_scatter.style.format(precision=3).hide(axis="index")
+         label_scatter=label_scatter.style.format(precision=3).hide(axis="index").set_properties(padding="0 0.8em")
          if len(label_scatter) else "(skipped)",
          label_scatter_verdict=Markdown(validation.describe_label_scatter(label_scatter, "real")))
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 
 from .io import atomic_write
 from .properties import MAG_COLUMNS, QUANTITIES
@@ -924,10 +925,10 @@ def photometric_residuals(samples: dict[str, pd.DataFrame], targets=("log_mstar"
 
     Each label is regressed on a quadratic in the inputs (least squares), cross-fitted: the
     galaxies are split in two random halves and each half is predicted by the fit to the other.
-    The residuals' robust scatter (1.4826 x median absolute deviation) is reported with its
-    bootstrap standard error over galaxies. Without the redshift the scatter is mostly the
-    unknown distance; with it, it is what the colours cannot tell (mass-to-light ratio, sSFR)
-    plus the label's own noise.
+    The residuals' robust scatter (the median absolute deviation scaled to a Gaussian sigma,
+    1.4826 x) is reported with its bootstrap standard error over galaxies. Without the redshift
+    the scatter is mostly the unknown distance; with it, it is what the colours cannot tell
+    (mass-to-light ratio, sSFR) plus the label's own noise.
 
     Arguments:
         samples: name -> rows with the input columns and the ``targets``.
@@ -957,9 +958,6 @@ def photometric_residuals(samples: dict[str, pd.DataFrame], targets=("log_mstar"
         pairs = [centred[:, i] * centred[:, j] for i in range(k) for j in range(i, k)]
         return np.column_stack([np.ones(len(x)), centred, *pairs])
 
-    def robust(values: np.ndarray) -> float:
-        return 1.4826 * float(np.median(np.abs(values - np.median(values))))
-
     rows = []
     for inputs_name, columns in (inputs or RESIDUAL_INPUTS).items():
         for target in targets:
@@ -975,7 +973,8 @@ def photometric_residuals(samples: dict[str, pd.DataFrame], targets=("log_mstar"
                     residual[~fit] = y[~fit] - x[~fit] @ coef
                 boot = rng.integers(0, len(d), (n_boot, len(d)))
                 rows.append({"inputs": inputs_name, "target": target, "sample": name, "n": len(d),
-                             "scatter": robust(residual), "se": float(np.std([robust(residual[b]) for b in boot]))})
+                             "scatter": float(median_abs_deviation(residual, scale="normal")),
+                             "se": float(np.std(median_abs_deviation(residual[boot], axis=1, scale="normal")))})
     return pd.DataFrame(rows)
 
 
@@ -1125,7 +1124,7 @@ def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
         size = rgb.shape[0]
         light = rgb.sum(axis=2)
         border = np.concatenate([light[:6].ravel(), light[-6:].ravel(), light[:, :6].ravel(), light[:, -6:].ravel()])
-        sky, noise = np.median(border), 1.4826 * np.median(np.abs(border - np.median(border))) + 1e-3
+        sky, noise = np.median(border), median_abs_deviation(border, scale="normal") + 1e-3
         light = light - sky
         yy, xx = np.indices(light.shape) - (size - 1) / 2
         radius = np.hypot(xx, yy)

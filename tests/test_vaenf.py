@@ -106,6 +106,23 @@ def test_metallicity_branch_conditions_on_sampled_core_parameters():
     assert abs(corr) > 0.9  # strong dependence (zuko maps data to noise, so the sign flips)
 
 
+@pytest.mark.parametrize("bound", [2.0, 0.5])
+def test_every_coupling_log_scale_stays_within_its_bound(bound):
+    # Exploded weights drive the coupling networks' raw log-scales far past any bound; each
+    # coupling's log |det| is the sum of the log-scales of the features it transforms.
+    model = VAENF(3, core=("a", "b", "c", "d"), b2="e", lines=(), hidden=16, transforms=4, flow_hidden=(16,),
+                  log_scale_bound=bound)
+    _roughen(model, 30.0)
+    h = model.encode(torch.randn(64, 3))
+    x = torch.randn(64, 4) * 5
+    for coupling in model.core_flow(h).transform.transforms:
+        x, ladj = coupling.call_and_ladj(x)
+        assert ladj.abs().max().item() <= 2 * bound * (1 + 1e-6)  # two of the four features per coupling
+    assert VAENF.from_config(model.config()).log_scale_bound == bound
+    old_checkpoint = {k: v for k, v in model.config().items() if k != "log_scale_bound"}
+    assert VAENF.from_config(old_checkpoint).log_scale_bound == pytest.approx(math.log(1e3))  # as it was trained
+
+
 def test_one_member_mixture_is_the_member_in_targets_order():
     torch.manual_seed(0)
     model = VAENF(5, core=CFM_CORE, lines=(), hidden=16, transforms=2, flow_hidden=(16,)).eval()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 import torch
 import zuko
 from torch import Tensor, nn
+from zuko.transforms import MonotonicAffineTransform
 
 from ..properties import LINES, VAENF_CORE
 
@@ -194,6 +197,11 @@ class VAENF(nn.Module):
         hidden: width of the encoder output (256 in the paper).
         transforms: affine couplings in each RealNVP (12 in the paper).
         flow_hidden: hidden widths of the coupling networks.
+        log_scale_bound: bound b on each coupling's log-scale, |log s| < b, soft-clipped as zuko
+            does. zuko's default, log 1000 ≈ 6.9, lets a coupling divide by up to 1000 in the
+            sampling direction, and twelve of them let a rare draw run away by orders of
+            magnitude though the validation loss (the density direction) never shows it; 2 is
+            the soft clamp of Ardizzone et al. (2019) and FrEIA's coupling blocks.
 
     Every public method takes and returns physical units; line fluxes are in
     log1p space (``log(1 + F)``), as in the paper. :meth:`sample` and :meth:`log_prob`
@@ -215,6 +223,7 @@ class VAENF(nn.Module):
         hidden: int = 256,
         transforms: int = 12,
         flow_hidden: Sequence[int] = (64, 64),
+        log_scale_bound: float = 2.0,
     ) -> None:
         super().__init__()
         core, lines = tuple(core), tuple(lines or ())
@@ -223,6 +232,9 @@ class VAENF(nn.Module):
         self.n_inputs, self.core, self.b2, self.lines = int(n_inputs), core, str(b2), lines
         self.hidden, self.transforms = int(hidden), int(transforms)
         self.flow_hidden = tuple(int(h) for h in flow_hidden)
+        self.log_scale_bound = float(log_scale_bound)
+        coupling = {"transforms": transforms, "hidden_features": flow_hidden,
+                    "univariate": partial(MonotonicAffineTransform, slope=math.exp(-self.log_scale_bound))}
         nc, nl = len(core), len(lines)
         for name, width in (("x", n_inputs), ("core", nc), ("b2", 1), ("line", max(nl, 1))):
             self.register_buffer(f"{name}_mean", torch.zeros(width))
@@ -230,12 +242,12 @@ class VAENF(nn.Module):
         self.encoder = nn.Sequential(_mlp(n_inputs, hidden, (hidden,)), nn.ReLU())
         self.mean_head = _mlp(hidden, nc + 1, (128,))  # means of the core parameters and of O/H
         self.detect_head = _mlp(hidden, 1, (64,))  # logit of "O/H measured"
-        self.core_flow = zuko.flows.RealNVP(nc, hidden, transforms=transforms, hidden_features=flow_hidden)
+        self.core_flow = zuko.flows.RealNVP(nc, hidden, **coupling)
         # features=1 makes zuko build one conditional element-wise affine map: a 1-D affine flow.
-        self.b2_flow = zuko.flows.RealNVP(1, hidden + nc, transforms=1, hidden_features=flow_hidden)
+        self.b2_flow = zuko.flows.RealNVP(1, hidden + nc, **{**coupling, "transforms": 1})
         if nl:
             self.line_mean_head = _mlp(hidden, nl, (128,))
-            self.line_flow = zuko.flows.RealNVP(nl, hidden, transforms=transforms, hidden_features=flow_hidden)
+            self.line_flow = zuko.flows.RealNVP(nl, hidden, **coupling)
 
     # -- construction -------------------------------------------------------------------
     def config(self) -> dict:
@@ -243,12 +255,15 @@ class VAENF(nn.Module):
         return {
             "n_inputs": self.n_inputs, "core": list(self.core), "b2": self.b2, "lines": list(self.lines),
             "hidden": self.hidden, "transforms": self.transforms, "flow_hidden": list(self.flow_hidden),
+            "log_scale_bound": self.log_scale_bound,
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "VAENF":
-        """A fresh (untrained) model from ``config()``'s output."""
-        return cls(**config)
+        """A fresh (untrained) model from ``config()``'s output.
+
+        A config without ``log_scale_bound`` comes from a checkpoint trained with zuko's bound."""
+        return cls(**{"log_scale_bound": math.log(1e3), **config})
 
     # -- standardisation -------------------------------------------------------
     @property
@@ -321,6 +336,13 @@ class VAENF(nn.Module):
     def detect_prob(self, x: Tensor) -> Tensor:
         """``x: (B, n_inputs)`` → ``(B,)`` probability that the galaxy's metallicity is measurable."""
         return torch.sigmoid(self.detect_head(self.encode(x))[:, 0])
+
+    @torch.no_grad()
+    def predict_mean(self, cond: Tensor) -> Tensor:
+        """The mean head alone, a deterministic regression: ``(B, n_inputs)`` → ``(B, n_core + 1)``
+        in the order of :attr:`params`, physical units."""
+        means = self.mean_head(self.encode(cond))
+        return torch.cat([self._phys("core", means[:, :-1]), self._phys("b2", means[:, -1:])], dim=-1)
 
     @torch.no_grad()
     def sample(self, cond: Tensor, n: int) -> Tensor:

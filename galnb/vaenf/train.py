@@ -293,6 +293,7 @@ def fit_split(
     seed: int = 0,
     device: str = "cpu",
     first_member: int = 0,
+    **model_kwargs,
 ) -> tuple[list[VAENF], pd.DataFrame]:
     """Train an ensemble on the train split (best epoch chosen on the validation split).
 
@@ -303,6 +304,7 @@ def fit_split(
         core, lines: branch-1 parameters and emission lines (``()`` for none).
         b2_all: train metallicity on every galaxy rather than the measurable ones only.
         n_ensemble, epochs, batch_size, seed, device, first_member: as in :func:`fit_ensemble`.
+        model_kwargs: further :class:`VAENF` arguments (e.g. ``log_scale_bound``).
     Returns:
         as :func:`fit_ensemble`.
     """
@@ -315,4 +317,4 @@ def fit_split(
 
     return fit_ensemble(part("train"), part("val"), n_ensemble=n_ensemble, epochs=epochs, seed=seed,
                         batch_size=batch_size, device=device, first_member=first_member, core=tuple(core),
-                        lines=tuple(lines or ()))
+                        lines=tuple(lines or ()), **model_kwargs)

@@ -183,3 +183,18 @@ def test_head_to_head_gives_every_model_intervals_that_separate_a_calibrated_fro
     wd = table.xs("mean WD (5 properties)", level="measure").value
     assert abs(wd["calibrated"] - wd["narrow"]) < 0.01  # the same means, up to the draws' own noise
     assert np.isnan(table.loc[("narrow", "s per 1,000 draws"), "value"])
+
+
+def test_r2_difference_resamples_jointly_and_leaves_out_unmeasured_truths():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(300, 2))
+    noise = rng.normal(size=(300, 2))
+    sharp, blurred = truth + 0.3 * noise, truth + 0.6 * noise
+    truth_with_gaps = truth.copy()
+    truth_with_gaps[:50, 1] = np.nan  # not measured: must not enter the second column's R²
+    table = metrics.r2_difference(truth_with_gaps, sharp, blurred, ("log_mstar", "oh12"), names=("sharp", "blurred"))
+    assert list(table.measure) == ["R² of log M*", "R² of 12+log(O/H)"]
+    assert (table.low > 0).all()  # same noise, scaled: the pairing makes the gain certain
+    assert table.sharp.iloc[1] == pytest.approx(metrics.r2_score(truth[50:, 1], sharp[50:, 1])[0])
+    long = metrics.r2_intervals(truth_with_gaps, {"sharp": sharp}, ("log_mstar", "oh12"))
+    assert np.allclose(long.value, table.sharp) and (long.low < long.value).all() and (long.value < long.high).all()

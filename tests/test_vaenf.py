@@ -25,8 +25,10 @@ from galnb.vaenf import (
     encode_images,
     fit_ensemble,
     flow_inputs,
+    knn_baseline,
     latent_directions,
     load_ensemble,
+    mean_head_predictions,
     perturbational_decoding,
     predict,
     save_ensemble,
@@ -187,8 +189,13 @@ def test_ensemble_learns_a_linear_relation_and_reports_uncertainties():
     assert set(curves["member"]) == {0, 1}
     post = predict(models, val.x, 50)
     assert post.draws.shape == (2, 100, 50, 5) and post.lines.shape == (2, 100, 50, 4)
-    r2 = r2_score(np.column_stack([val.core, val.b2]), post.mean())
+    truth = np.column_stack([val.core, val.b2])
+    r2 = r2_score(truth, post.mean())
     assert r2[0] > 0.7 and r2[4] > 0.5
+    # the mean head alone is a regression in the same units; the flows add their residuals' mean to it
+    head = mean_head_predictions(models, val.x)
+    assert head.shape == (100, 5)
+    assert np.abs(r2_score(truth, head) - r2).max() < 0.1
     assert (post.aleatoric() > post.epistemic()).all()
     cm = confusion_matrix(val.detectable, post.detect.mean(0))
     assert cm.to_numpy().sum() == 100
@@ -275,3 +282,20 @@ def test_latent_direction_finds_the_informative_dimensions():
     direction, dims, r2 = latent_directions(z, y)
     assert set(dims) == {5, 9, 20} and r2 > 0.99
     assert direction[5] > 0 > direction[9]
+
+
+def test_knn_baseline_learns_metallicity_only_where_it_was_measured():
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    measured = rng.uniform(size=n) > 0.3
+    catalog = pd.DataFrame({"a": x[:, 0] + 0.05 * rng.normal(size=n), "b": x[:, 1] - x[:, 0],
+                            "oh12": np.where(measured, 8.7 + 0.1 * x[:, 2], 100.0), "oh_detectable": measured})
+    splits = {"train": np.arange(400), "val": np.arange(400, 500)}
+    rows = np.arange(500, 600)
+    pred, chosen = knn_baseline(catalog, x, splits, ("a", "b", "oh12"), rows)
+    assert pred.shape == (100, 3) and set(chosen) == {"oh12", "others"}
+    assert pred[:, 2].max() < 9.5  # the unmeasured rows' 100 never enters
+    keep = measured[rows]
+    assert r2_score(catalog.iloc[rows][["a", "b"]].to_numpy(), pred[:, :2]).min() > 0.8
+    assert r2_score(catalog.oh12.to_numpy()[rows][keep], pred[keep, 2])[0] > 0.5

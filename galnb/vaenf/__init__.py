@@ -25,7 +25,9 @@ Modules (every public name is re-exported here, e.g. ``vaenf.train_vae``):
 * :mod:`~galnb.vaenf.ensemble`: ensemble checkpoints, every member's draws (``predict``),
   the mixture posterior as one estimator (``EnsembleMixture``) and the chapter's tables;
 * :mod:`~galnb.vaenf.interpret`: what the latents hold (latent directions, perturbed
-  decoding, UMAP).
+  decoding, UMAP);
+* :mod:`~galnb.vaenf.baselines`: deterministic regressions on the same inputs (the mean
+  head alone, kNN) that the paper's Table 1 claim is tested against.
 
 References:
     | From Images to Physics: Probabilistic Inference of Galaxy Parameters and Emission
@@ -36,6 +38,7 @@ References:
 
 from __future__ import annotations
 
+from .baselines import knn_baseline, knn_predictions, mean_head_predictions
 from .ensemble import (
     EnsembleMixture,
     EnsemblePosterior,
@@ -87,4 +90,8 @@ __all__ = [
     "perturbation_grid",
     "decode_means",
     "representative_galaxy",
+    # baselines
+    "mean_head_predictions",
+    "knn_predictions",
+    "knn_baseline",
 ]

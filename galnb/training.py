@@ -277,6 +277,8 @@ def _resume(last: Path, meta: dict, estimator: TrainedCFM, optimiser, schedule) 
     if schedule is not None:
         schedule.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") and torch.cuda.is_available():  # the training noise on a GPU comes from these
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return _Progress(**state["progress"])
 
 
@@ -379,6 +381,7 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
         save_checkpoint(last, "cfm", {"meta": meta, "model": estimator.state_dict(),
                                       "optimiser": optimiser.state_dict(),
                                       "progress": asdict(state), "torch_rng": torch.get_rng_state(),
+                                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                                       "scheduler": None if schedule is None else schedule.state_dict()})
         bar.set_postfix(train=f"{state.history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=state.best_epoch)
     wall = time.perf_counter() - t_start
@@ -392,15 +395,16 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
 
 @torch.no_grad()
 def evaluate_loss(model: CFM, batches: _Batches, device: str, seed: int) -> float:
-    """Mean CFM loss over a split with a fixed noise seed, so epochs compare fairly."""
+    """Mean CFM loss over a split with a fixed noise seed, so epochs compare fairly.
+
+    The noise comes from a generator of its own on ``device``: reseeding torch's global
+    generators here would, on a GPU, make every epoch replay the same training noise."""
     model.eval()
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed + 12345)
+    generator = torch.Generator(device=device).manual_seed(seed + 12345)
     total, count = 0.0, 0
     for theta, cond in batches:
-        total += model.loss(theta.to(device), _cond(cond, device)).item() * len(theta)
+        total += model.loss(theta.to(device), _cond(cond, device), generator=generator).item() * len(theta)
         count += len(theta)
-    torch.set_rng_state(generator_state)
     return total / count
 
 

@@ -55,6 +55,26 @@ def test_posterior_with_densities_for_some_draws_matches_backward_log_prob(tiny_
         cfm_posterior(trained, tiny_store, rows, n_draws=12, steps=8, n_log_prob=13)
 
 
+def test_validation_loss_draws_its_noise_without_reseeding_the_global_generators(tiny_store, tmp_path, monkeypatch):
+    # Reseeding torch's global generators (which torch.manual_seed does for every GPU too) would,
+    # on a GPU, make every epoch after the first replay the same training noise.
+    train_cfm(tiny_store, tmp_path / "m", TrainConfig(model="phot", **{**FAST, "max_epochs": 1}), progress=False)
+    trained = load_trained(tmp_path / "m", tiny_store)
+    val = training._Batches(tiny_store, "val", trained, 64, shuffle=False, seed=0)
+
+    def reseeded(*args):
+        raise AssertionError("evaluate_loss reseeded torch's global generators")
+
+    monkeypatch.setattr(torch, "manual_seed", reseeded)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded)
+    before = torch.get_rng_state()
+    first = training.evaluate_loss(trained.model, val, "cpu", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert training.evaluate_loss(trained.model, val, "cpu", seed=3) == first  # a fixed noise, epoch after epoch
+    assert training.evaluate_loss(trained.model, val, "cpu", seed=4) != first
+    assert "cuda_rng" in torch.load(tmp_path / "m" / "last.pt", weights_only=False)  # resumed on a GPU too
+
+
 def train_killed_in_third_epoch_then_resumed(store, folder, config, monkeypatch):
     """Train until the third epoch's validation, interrupt there, then call train_cfm again."""
     calls = {"n": 0}

@@ -8,6 +8,7 @@ that ``Posterior.save`` alone writes to disk.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -29,6 +30,7 @@ __all__ = [
     "PosteriorEstimator",
     "posterior",
     "evaluation_rows",
+    "rows_hash",
     "posterior_on_test_set",
     "cfm_posterior",
     "time_sampling",
@@ -111,8 +113,18 @@ def posterior(
                      lp_true.cpu().double().numpy(), lp_draws.cpu().double().numpy(), tuple(columns), provenance)
 
 
+def rows_hash(rows: np.ndarray) -> str:
+    """SHA-256 (first 16 hex digits) of a row-index array, to key caches on the objects scored.
+
+    Example:
+        >>> rows_hash(np.arange(3)) == rows_hash([0, 1, 2]) != rows_hash(np.arange(4))
+        True
+    """
+    return hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 def evaluation_rows(run: "Run", store: "Store") -> np.ndarray:
-    """The store rows that chapters 04-06 score: the first ``n_eval`` of the test split."""
+    """The store rows that chapters 04-06 score: the test split, or its first ``n_eval`` rows if set."""
     return store.splits["test"][: run.scale.n_eval]
 
 
@@ -120,18 +132,20 @@ def posterior_on_test_set(run: "Run", store: "Store", kind: str) -> Posterior:
     """The ``kind`` CFM model's posterior on the run's :func:`evaluation_rows`.
 
     Computed once and cached in ``run.posterior_path(kind)``; the cache is reused only
-    if it was made from the same checkpoint (by hash), data set, draws and solver steps.
+    if it was made from the same checkpoint (by hash), data set, rows (by hash), seed, draws
+    and solver steps.
     """
     ckpt = run.require(run.model_dir(kind) / "best.pt", "03_train", model=kind)
+    rows = evaluation_rows(run, store)
     expected = {"model": kind, "steps": run.scale.ode_steps, "method": "rk4", "n_draws": run.scale.n_draws,
-                "n_log_prob": run.scale.n_kl_draws, "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt)}
+                "n_log_prob": run.scale.n_kl_draws, "data": store.fingerprint, "checkpoint_hash": file_hash(ckpt),
+                "rows_hash": rows_hash(rows), "seed": run.seed}
     path = run.posterior_path(kind)
     if path.exists():
         cached = Posterior.load(path)
         if all(cached.meta.get(k) == v for k, v in expected.items()):
             return cached
     trained = run.trained(kind, store)
-    rows = evaluation_rows(run, store)
     post = cfm_posterior(trained, store, rows, run.scale.n_draws, run.scale.ode_steps, seed=run.seed,
                          n_log_prob=run.scale.n_kl_draws)
     post.meta.update(expected)

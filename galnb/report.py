@@ -41,13 +41,21 @@ PAPER_CFM = {
 }
 
 
-def wasserstein_with_paper(table: pd.DataFrame) -> pd.DataFrame:
-    """Our image/phot WD table with the difference column and the paper's values beside it."""
-    out = table.copy()
-    out["difference (phot − image)"] = out["phot"] - out["image"]
-    out["paper image"] = [PAPER_CFM["wd"][c][0] for c in TARGETS]
-    out["paper phot"] = [PAPER_CFM["wd"][c][1] for c in TARGETS]
-    return out
+def wasserstein_with_paper(long: pd.DataFrame, difference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Our Wasserstein distances with their intervals, one row per property, the paper's beside them.
+
+    Arguments:
+        long: ``metrics.wasserstein_intervals``'s table (every model, the five targets).
+        difference: optional rows of ``metrics.paired_comparison`` for the measures "WD of <property>",
+            whose image-minus-photometry difference and interval become a column.
+    """
+    table = interval_table(long, precision=4).T
+    if difference is not None:
+        table["image − phot"] = [Interval(*row).format("+.4f")
+                                 for row in difference[["difference", "low", "high"]].itertuples(index=False)]
+    table["paper image"] = [PAPER_CFM["wd"][c][0] for c in TARGETS]
+    table["paper phot"] = [PAPER_CFM["wd"][c][1] for c in TARGETS]
+    return table
 
 
 # ------------------------------------------------------------------------- the VAE-NF paper

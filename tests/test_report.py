@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from galnb import report
-from galnb.properties import TARGETS
+from galnb.properties import QUANTITIES, TARGETS
 
 
 def test_select_box_members_lie_inside():
@@ -42,7 +42,11 @@ def test_verdict_says_win_loss_or_tie_only_as_far_as_the_interval_allows():
 
 
 def test_paper_columns_sit_beside_our_wasserstein_table():
-    ours = pd.DataFrame({"property": list(TARGETS), "image": np.full(5, 0.1), "phot": np.full(5, 0.3)})
-    table = report.wasserstein_with_paper(ours)
-    assert table["difference (phot − image)"].tolist() == [0.3 - 0.1] * 5
+    long = pd.DataFrame([{"model": m, "measure": QUANTITIES[c].short, "value": v, "low": v - 0.01, "high": v + 0.01}
+                         for m, v in (("image", 0.1), ("phot", 0.3)) for c in TARGETS])
+    difference = pd.DataFrame({"difference": np.full(5, -0.2), "low": np.full(5, -0.25), "high": np.full(5, -0.15)})
+    table = report.wasserstein_with_paper(long, difference)
+    assert list(table.index) == [QUANTITIES[c].short for c in TARGETS]
+    assert table["image"].iloc[0] == "0.1000 [0.0900, 0.1100]"
+    assert table["image − phot"].tolist() == ["-0.2000 [-0.2500, -0.1500]"] * 5
     assert table["paper image"].tolist() == [report.PAPER_CFM["wd"][c][0] for c in TARGETS]

@@ -82,3 +82,22 @@ def test_structure_probe_reads_structure_that_only_the_images_hold(tmp_path):
     blind = probe.assign(**{"R² from f_img": probe["R² from photometry"]})
     assert "has not learned to see it" in structure_gain(unused, blind)
     assert structure_gain(unused | {"image": np.full(2, 1.8)}, probe).endswith("80 % of it.")
+
+
+def test_cached_posteriors_are_reused_only_for_the_same_test_rows(tiny_store, tmp_path):
+    from dataclasses import replace
+
+    from galnb.evaluation import posterior_on_test_set
+    from galnb.runs import SCALES, Run
+
+    scale = replace(SCALES["ci"], n_eval=3, n_draws=4, n_kl_draws=2, ode_steps=2)
+    run = Run(chapter="05_evaluation", scale=scale, data="mock", seed=0, device="cpu", dir=tmp_path / "run")
+    train_cfm(tiny_store, run.model_dir("phot"), TrainConfig(model="phot", **FAST), progress=False)
+    first = posterior_on_test_set(run, tiny_store, "phot")
+    assert len(first.test_index) == 3
+    written = run.posterior_path("phot").stat().st_mtime_ns
+    again = posterior_on_test_set(run, tiny_store, "phot")
+    assert run.posterior_path("phot").stat().st_mtime_ns == written  # same rows, same settings: the cache
+    assert again.meta["seconds_per_1000_draws"] == first.meta["seconds_per_1000_draws"]
+    wider = posterior_on_test_set(replace(run, scale=replace(scale, n_eval=None)), tiny_store, "phot")
+    assert np.array_equal(wider.test_index, tiny_store.splits["test"])  # not the three cached rows

@@ -299,3 +299,16 @@ def test_knn_baseline_learns_metallicity_only_where_it_was_measured():
     keep = measured[rows]
     assert r2_score(catalog.iloc[rows][["a", "b"]].to_numpy(), pred[:, :2]).min() > 0.8
     assert r2_score(catalog.oh12.to_numpy()[rows][keep], pred[keep, 2])[0] > 0.5
+
+
+def test_vae_reconstruction_term_is_summed_or_averaged_over_pixels():
+    vae = VAE(16).eval()
+    x = torch.rand(4, 3, 16, 16)
+    torch.manual_seed(0)
+    _, summed, kl_sum = vae.loss(x, reconstruction="sum")
+    torch.manual_seed(0)
+    _, averaged, kl_mean = vae.loss(x, reconstruction="mean")
+    assert averaged.item() == pytest.approx(summed.item() / (3 * 16 * 16), rel=1e-5)
+    assert kl_mean.item() == pytest.approx(kl_sum.item())  # the KL term is the same: only its weight changes
+    with pytest.raises(ValueError, match="reconstruction='median' is not valid"):
+        vae.loss(x, reconstruction="median")

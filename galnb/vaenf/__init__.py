@@ -25,7 +25,7 @@ Modules (every public name is re-exported here, e.g. ``vaenf.train_vae``):
 * :mod:`~galnb.vaenf.ensemble`: ensemble checkpoints, every member's draws (``predict``),
   the mixture posterior as one estimator (``EnsembleMixture``) and the chapter's tables;
 * :mod:`~galnb.vaenf.interpret`: what the latents hold (latent directions, perturbed
-  decoding, UMAP);
+  decoding, UMAP, how many dimensions are active);
 * :mod:`~galnb.vaenf.baselines`: deterministic regressions on the same inputs (the mean
   head alone, kNN) that the paper's Table 1 claim is tested against.
 
@@ -51,6 +51,7 @@ from .ensemble import (
 )
 from .interpret import (
     decode_means,
+    latent_activity,
     latent_directions,
     perturbation_grid,
     perturbational_decoding,
@@ -90,6 +91,7 @@ __all__ = [
     "perturbation_grid",
     "decode_means",
     "representative_galaxy",
+    "latent_activity",
     # baselines
     "mean_head_predictions",
     "knn_predictions",

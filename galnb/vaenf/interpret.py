@@ -19,6 +19,7 @@ __all__ = [
     "perturbation_grid",
     "decode_means",
     "representative_galaxy",
+    "latent_activity",
 ]
 
 
@@ -133,3 +134,23 @@ def decode_means(vae: VAE, images: np.ndarray) -> np.ndarray:
     mu, _ = encode_images(vae, images)
     out = vae.decode(torch.as_tensor(mu).to(next(vae.parameters()).device)).cpu().permute(0, 2, 3, 1).numpy()
     return (out * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def latent_activity(mu: np.ndarray, sigma: np.ndarray, threshold: float = 0.01) -> dict[str, float]:
+    """How much of the latent space the encoder uses (Burda, Grosse & Salakhutdinov 2016).
+
+    A latent dimension is *active* when its posterior mean varies across galaxies,
+    Var_x(μ_u) > ``threshold``; an inactive one has collapsed onto the prior N(0, 1), its σ near 1.
+
+    Arguments:
+        mu, sigma: ``(N, L)`` latent means and standard deviations (:func:`encode_images`).
+    Returns:
+        ``active`` (count of active dimensions) and ``median_sigma`` (over galaxies and dimensions).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> mu = np.c_[rng.normal(size=(500, 3)), 0.01 * rng.normal(size=(500, 2))]
+        >>> latent_activity(mu, np.ones((500, 5)))
+        {'active': 3, 'median_sigma': 1.0}
+    """
+    return {"active": int((np.var(mu, axis=0) > threshold).sum()), "median_sigma": float(np.median(sigma))}

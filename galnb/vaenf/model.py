@@ -90,18 +90,24 @@ class VAE(nn.Module):
         """``z: (B, latent)`` → images ``(B, 3, H, H)`` in [0, 1]."""
         return self.decoder(self.fc_dec(z))
 
-    def loss(self, x: Tensor, beta: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-        """Negative ELBO per image: summed squared error + β·KL to N(0, I).
+    def loss(self, x: Tensor, beta: float = 1.0, reconstruction: str = "sum") -> tuple[Tensor, Tensor, Tensor]:
+        """Squared reconstruction error + β·KL to N(0, I), per image.
 
         Arguments:
             x: ``(B, 3, H, H)`` images in [0, 1].
             beta: weight of the KL term.
+            reconstruction: ``"sum"``, the squared error summed over each image's pixels (with
+                β = 1 the negative ELBO of a Gaussian decoder of fixed variance), or ``"mean"``,
+                averaged over them, which weighs the KL term 3·H² times more.
         Returns:
             (total, reconstruction, KL), each a scalar averaged over the batch.
         """
+        if reconstruction not in ("sum", "mean"):
+            raise ValueError(f"reconstruction={reconstruction!r} is not valid; choose 'sum' or 'mean'")
         mu, logvar = self.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
-        recon = (self.decode(z) - x).square().flatten(1).sum(1).mean()
+        error = (self.decode(z) - x).square().flatten(1)
+        recon = (error.sum(1) if reconstruction == "sum" else error.mean(1)).mean()
         kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1).mean()
         return recon + beta * kl, recon, kl
 

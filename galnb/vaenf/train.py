@@ -57,6 +57,7 @@ def train_vae(
     device: str = "cpu",
     latent: int = 32,
     beta: float = 1.0,
+    reconstruction: str = "sum",
     threads: int | None = None,
 ) -> tuple[VAE, pd.DataFrame]:
     """Train a VAE with Adam and return it frozen (eval mode, no gradients).
@@ -71,7 +72,9 @@ def train_vae(
         seed: seed of initialisation and shuffling.
         device: ``"cpu"`` or ``"cuda"``.
         latent: latent dimension.
-        beta: weight of the KL term against the summed squared error.
+        beta: weight of the KL term.
+        reconstruction: ``"sum"`` or ``"mean"`` squared error over each image's pixels
+            (see :meth:`VAE.loss`).
         threads: CPU threads while training (None: torch's default).
     Returns:
         the frozen VAE and a DataFrame (epoch, train_loss, val_loss, recon, kl) per epoch.
@@ -83,14 +86,14 @@ def train_vae(
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     val = val_images if val_images is not None and len(val_images) else None
     with _threads(threads, device):
-        rows = _vae_epochs(vae, opt, images, val, size, epochs, batch_size, rng, device, beta)
+        rows = _vae_epochs(vae, opt, images, val, size, epochs, batch_size, rng, device, beta, reconstruction)
     vae.eval().requires_grad_(False)
     return vae, pd.DataFrame(rows)
 
 
 def _vae_epochs(
     vae: VAE, opt, data: np.ndarray, val: np.ndarray | None, size: int, epochs: int, batch_size: int, rng, device: str,
-    beta: float,
+    beta: float, reconstruction: str,
 ) -> list[dict]:
     """Epochs over uint8 cutouts, converted to float one batch at a time (memory stays O(batch))."""
     rows = []
@@ -100,7 +103,7 @@ def _vae_epochs(
         order = rng.permutation(len(data))
         for start in range(0, len(order), batch_size):
             x = images_to_tensor(data[np.sort(order[start : start + batch_size])], size).to(device)
-            loss, recon, kl = vae.loss(x, beta)
+            loss, recon, kl = vae.loss(x, beta, reconstruction)
             optimiser_step(opt, loss)
             totals += np.array([loss.item(), recon.item(), kl.item()]) * len(x)
         totals /= len(data)
@@ -108,7 +111,7 @@ def _vae_epochs(
         if val is not None:
             vae.eval()
             with torch.no_grad():
-                losses = [vae.loss(images_to_tensor(val[i : i + 256], size).to(device), beta)[0].item()
+                losses = [vae.loss(images_to_tensor(val[i : i + 256], size).to(device), beta, reconstruction)[0].item()
                           * len(val[i : i + 256]) for i in range(0, len(val), 256)]
                 row["val_loss"] = float(np.sum(losses) / len(val))
         rows.append(row)

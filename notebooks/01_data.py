@@ -1,11 +1,16 @@
 # %% [markdown]
 # # The data: a simulated SDSS-like survey
 #
-# Both papers train on about $10^5$ star-forming SDSS Main Galaxy Sample galaxies with
-# spectroscopic properties from the MPA–JHU catalogues and $gri$ cutouts
-# {cite}`yunus2025cfm,siddiqa2025vaenf`. This chapter builds the book's stand-in for that
-# sample, shows its selection, splits and distributions (the CFM paper's Figure A.1), and
-# checks its photometry against real SDSS galaxies. Every later chapter reads the data set
+# The two papers draw on the SDSS Main Galaxy Sample with spectroscopic properties from the
+# MPA–JHU catalogues and $gri$ cutouts, but select differently. The CFM paper
+# {cite}`yunus2025cfm` keeps 106,800 star-forming galaxies (BPT) with $16 < r < 17.78$. The
+# VAE–NF paper {cite}`siddiqa2025vaenf` takes about 250,000 galaxies with spectroscopic
+# $z \le 0.3$ and $ugriz$ photometry, with no cut on star formation and none at the bright
+# end: about 100,000 train its VAE and about 125,000 others its flows. This chapter builds
+# the book's stand-in for the CFM paper's sample, which chapter 04 reuses (so the VAE–NF
+# model meets only star-forming galaxies here), shows its selection, splits and
+# distributions (the CFM paper's Figure A.1), and checks its photometry against real SDSS
+# galaxies. Every later chapter reads the data set
 # written here. It needs nothing from earlier chapters.
 #
 # :::{admonition} What is simulated and what is real
@@ -48,7 +53,7 @@ run = start_chapter("01_data", scale=scale, data=data, seed=seed, device=device,
 # each with its own stellar population, convolved with an SDSS-like PSF, with sky noise at
 # 0.396″/px, and combined into RGB with the asinh stretch of SkyServer {cite}`lupton2004`.
 # Finally the {term}`Main Galaxy Sample <MGS>` cut $16 < r < 17.78$ {cite}`strauss2002mgs` and a {term}`BPT`
-# star-forming cut {cite}`kauffmann2003bpt` are applied, as in the paper. See
+# star-forming cut {cite}`kauffmann2003bpt` are applied, as in the CFM paper. See
 # the module `galnb.simulation` for every choice and its reference.
 
 # %%

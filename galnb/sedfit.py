@@ -2,7 +2,7 @@
 
 The VAE–NF paper says its inference is "over 100× faster than SED fitting". Chapter 04 measures
 that on the same machine: a bagpipes fit (Carnall et al. 2018) of a few simulated galaxies,
-against the seconds per galaxy of the flows and of the CFM models. The fit is the usual
+against the flows' seconds per galaxy (chapter 05 times the CFM models' draws). The fit is the usual
 photometric one: the catalog redshift fixed, an exponentially declining star-formation
 history, Calzetti dust, nebular emission at a fixed ionisation parameter, sampled with
 nautilus (bagpipes' sampler when MultiNest is absent).

@@ -55,6 +55,14 @@ class PosteriorEstimator(Protocol):
         """``(B,)`` for ``theta: (B, D)``, or ``(B, n)`` for ``theta: (B, n, D)``."""
 
 
+def _finished(result: Tensor) -> float:
+    """``time.perf_counter()`` once the work that produced ``result`` is done: CUDA kernels run
+    asynchronously, so a GPU's clock is read only after it has caught up."""
+    if result.is_cuda:
+        torch.cuda.synchronize(result.device)
+    return time.perf_counter()
+
+
 @torch.no_grad()
 def posterior(
     estimator: PosteriorEstimator,
@@ -101,10 +109,10 @@ def posterior(
         draws, lp_draws = estimator.sample_and_log_prob(cond, n_log_prob, **kwargs)
         if n_log_prob < n_draws:
             draws = torch.cat([draws, estimator.sample(cond, n_draws - n_log_prob, **kwargs)], dim=1)
-        seconds = time.perf_counter() - start
+        seconds = _finished(draws) - start
     else:
         draws = estimator.sample(cond, n_draws, **kwargs)
-        seconds = time.perf_counter() - start
+        seconds = _finished(draws) - start
         lp_draws = estimator.log_prob(draws[:, :n_log_prob], cond, **kwargs)
     lp_true = estimator.log_prob(torch.tensor(np.asarray(theta_true, dtype=np.float64)), cond, **kwargs)
     provenance = {**(meta or {}), "n_draws": n_draws, "n_log_prob": n_log_prob,
@@ -169,8 +177,8 @@ def time_sampling(trained: TrainedCFM, store: "Store", rows: np.ndarray, steps: 
     """Seconds to draw ``n_draws`` samples for one object (RK4, averaged over ``rows``)."""
     cond = trained.condition(store, np.asarray(rows), trained.theta_mean.device.type)
     start = time.perf_counter()
-    trained.sample(cond, n_draws, steps)
-    return (time.perf_counter() - start) / len(rows)
+    draws = trained.sample(cond, n_draws, steps)
+    return (_finished(draws) - start) / len(rows)
 
 
 def solver_accuracy(trained: TrainedCFM, store: "Store", rows: np.ndarray, prior,

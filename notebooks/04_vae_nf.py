@@ -37,14 +37,6 @@ run = start_chapter("04_vae_nf", scale=scale, data=data, seed=seed, device=devic
 # The catalog carries every quantity of the paper: the four core parameters, metallicity,
 # the four line fluxes and a flag `oh_detectable` (all four lines at S/N > 3), which is what
 # the paper's classifier predicts.
-#
-# The paper trains its VAE on about 100,000 galaxies and its flows on about 125,000 others,
-# split 70/15/15. We split the store the same way (`galnb.vaenf.paper_splits`): the flows'
-# test set is the store's test split, which every chapter scores; the flow set around it is
-# sized so that the test split is its 15 %, and the VAE trains on the galaxies left over,
-# which the flows never see. Here that is {glue:text}`vaenf_n_vae` galaxies for the VAE and
-# {glue:text}`vaenf_n_train` / {glue:text}`vaenf_n_val` / {glue:text}`vaenf_n_test` for the
-# flows.
 
 # %%
 import numpy as np
@@ -57,10 +49,9 @@ from galnb.properties import LINES, QUANTITIES, TARGETS, VAENF_CORE
 from galnb.runs import glue_all
 
 store = ensure_store(run)
-cat, splits = store.catalog, vaenf.paper_splits(store.splits, run.seed)
-train, val, test = splits["train"], splits["val"], splits["test"]  # the flows'
-glue_all("vaenf", n_vae=len(splits["vae_train"]) + len(splits["vae_val"]), n_train=len(train), n_val=len(val),
-         n_test=len(test), detectable_pct=100 * cat["oh_detectable"].mean())
+cat, splits = store.catalog, store.splits
+train, val, test = splits["train"], splits["val"], splits["test"]
+glue_all("vaenf", n_train=len(train), n_test=len(test), detectable_pct=100 * cat["oh_detectable"].mean())
 {k: len(v) for k, v in splits.items()}
 
 # %% [markdown]
@@ -73,17 +64,16 @@ glue_all("vaenf", n_vae=len(splits["vae_train"]) + len(splits["vae_val"]), n_tra
 # batch) plus the KL divergence to $\mathcal N(0, I)$, which is the ELBO of a Gaussian decoder
 # of fixed variance. Averaging over pixels instead would weigh the KL term
 # $3 \times$ {glue:text}`vaenf_image_size`$^2$ times more, pushing the latents towards the prior
-# and their σ's, which the flows read, towards 1 (exercise 5 measures it). It is minimised
-# with Adam on the VAE's own galaxies: at the paper's learning rate $10^{-4}$ at the `paper`
-# scale, and at $10^{-3}$ at the reduced scales, which take 10–100 times fewer steps. The VAE
-# is then frozen, and every galaxy is represented by its 32 latent means and 32 standard
-# deviations.
+# and their σ's, which the flows read, towards 1 (exercise 5 measures it). It is minimised with Adam on the training
+# split: at the paper's learning rate $10^{-4}$ at the `paper` scale, and at $10^{-3}$ at the
+# reduced scales, which take 10–100 times fewer steps. The VAE is then frozen, and every
+# galaxy is represented by its 32 latent means and 32 standard deviations.
 
 # %%
 vae, vae_curve = vaenf.train_vae(
-    store.images[splits["vae_train"]], epochs=run.scale.vae_epochs, batch_size=run.scale.batch_size,
+    store.images[train], epochs=run.scale.vae_epochs, batch_size=run.scale.batch_size,
     lr=run.scale.vae_lr,
-    val_images=store.images[splits["vae_val"]], seed=run.seed, device=run.device,
+    val_images=store.images[val], seed=run.seed, device=run.device,
 )
 mu, sigma = vaenf.encode_images(vae, store.images)
 shown = test[:8]
@@ -232,7 +222,7 @@ table1
 # mass the $M_\mathrm{BH}$–$\sigma$ relation with 0.38 dex), there are only star-forming
 # galaxies and no catalogue outliers, so each property's range and predictability differ
 # from SDSS's. And the scale: at the `ci` scale the VAE sees about
-# {glue:text}`vaenf_n_vae` galaxies for a few epochs instead of the paper's $10^5$ for
+# {glue:text}`vaenf_n_train` galaxies for a few epochs instead of the paper's $10^5$ for
 # hours, so its latents add little beyond photometry, while their 64 extra inputs make the
 # flow stage noisier — the image model can then score *below* the photometry-only one. The
 # `small` and `paper` scales are the ones to read for the image-versus-photometry question.
@@ -579,8 +569,7 @@ pd.DataFrame(rows)
 
 # %% tags=["hide-cell", "solution"]
 # Solution 5: the same VAE, data, epochs and seed; only the reconstruction term differs
-vae_mean, _ = vaenf.train_vae(store.images[splits["vae_train"]], epochs=run.scale.vae_epochs,
-                              batch_size=run.scale.batch_size,
+vae_mean, _ = vaenf.train_vae(store.images[train], epochs=run.scale.vae_epochs, batch_size=run.scale.batch_size,
                               lr=run.scale.vae_lr, seed=run.seed, device=run.device, reconstruction="mean")
 activity = {"summed over pixels (this chapter)": vaenf.latent_activity(mu[test], sigma[test]),
             "averaged over pixels": vaenf.latent_activity(*vaenf.encode_images(vae_mean, store.images[test]))}

@@ -29,7 +29,6 @@ from galnb.vaenf import (
     latent_directions,
     load_ensemble,
     mean_head_predictions,
-    paper_splits,
     perturbational_decoding,
     predict,
     save_ensemble,
@@ -313,19 +312,3 @@ def test_vae_reconstruction_term_is_summed_or_averaged_over_pixels():
     assert kl_mean.item() == pytest.approx(kl_sum.item())  # the KL term is the same: only its weight changes
     with pytest.raises(ValueError, match="reconstruction='median' is not valid"):
         vae.loss(x, reconstruction="median")
-
-
-def test_paper_splits_keep_the_vae_away_from_the_flows_and_the_test_split_fixed():
-    rows = np.random.default_rng(0).permutation(2000)
-    store_splits = {"train": rows[:1600], "val": rows[1600:1800], "test": rows[1800:]}
-    parts = paper_splits(store_splits, seed=1)
-    names = list(parts)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            assert not np.intersect1d(parts[a], parts[b]).size, f"{a} and {b} share galaxies"
-    assert np.array_equal(parts["test"], store_splits["test"])  # chapter 05 scores the same galaxies
-    flow = len(parts["train"]) + len(parts["val"]) + len(parts["test"])
-    assert abs(len(parts["train"]) / flow - 0.70) < 0.01 and abs(len(parts["test"]) / flow - 0.15) < 0.01
-    assert sum(len(v) for v in parts.values()) == 2000  # every row is used once
-    with pytest.raises(ValueError, match="test split"):
-        paper_splits({"train": rows[:100], "val": rows[100:150], "test": rows[150:]})

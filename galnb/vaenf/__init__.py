@@ -59,7 +59,7 @@ from .interpret import (
     umap_embedding,
 )
 from .model import CFM_CORE, VAE, VAENF, VAENFData, colour_features, flow_inputs
-from .train import encode_images, fit_ensemble, fit_split, fit_vaenf, paper_splits, train_vae
+from .train import encode_images, fit_ensemble, fit_split, fit_vaenf, train_vae
 
 __all__ = [
     # model
@@ -75,7 +75,6 @@ __all__ = [
     "fit_vaenf",
     "fit_ensemble",
     "fit_split",
-    "paper_splits",
     # ensemble
     "save_ensemble",
     "load_ensemble",

@@ -282,44 +282,6 @@ def _fit_member(train: VAENFData, val: VAENFData, k: int, epochs: int, seed: int
     return {"config": model.config(), "state": state}, curve.assign(member=k)
 
 
-def paper_splits(splits: dict[str, np.ndarray], seed: int = 0, vae_val: float = 0.1) -> dict[str, np.ndarray]:
-    """The VAE–NF paper's design on a store's rows: the VAE trains on galaxies the flows never see,
-    and the flows' galaxies split 70/15/15.
-
-    The flows' test set is the store's test split, so every chapter scores the same galaxies;
-    the flow set around it is sized so that the test split is its 15 %. Its training (70 %)
-    and validation (15 %) galaxies are drawn from the store's training and validation rows,
-    and the rest of those rows train (``1 - vae_val``) and validate (``vae_val``) the VAE.
-
-    Arguments:
-        splits: the store's ``"train"``, ``"val"`` and ``"test"`` row indices.
-        seed: seeds the draw.
-        vae_val: share of the VAE's rows kept for its validation loss.
-    Returns:
-        ``"vae_train"``, ``"vae_val"``, ``"train"``, ``"val"`` and ``"test"`` (the flows'),
-        disjoint.
-    Raises:
-        ValueError if the store's training and validation rows cannot hold the flow set.
-
-    Example:
-        >>> rows = np.arange(1000)
-        >>> parts = paper_splits({"train": rows[:800], "val": rows[800:900], "test": rows[900:]})
-        >>> {k: len(v) for k, v in parts.items()}
-        {'vae_train': 300, 'vae_val': 33, 'train': 467, 'val': 100, 'test': 100}
-    """
-    test = np.asarray(splits["test"])
-    flow_total = round(len(test) / 0.15)
-    n_train, n_val = round(0.70 * flow_total), len(test)
-    pool = np.random.default_rng(seed).permutation(np.concatenate([splits["train"], splits["val"]]))
-    if len(pool) <= n_train + n_val + 1:
-        raise ValueError(f"paper_splits: {len(pool)} training and validation rows cannot hold a flow set of "
-                         f"{n_train} + {n_val} beside a VAE set; the test split ({len(test)}) is too large a share")
-    vae = pool[n_train + n_val:]
-    n_vae_val = max(1, round(vae_val * len(vae)))
-    return {"vae_train": np.sort(vae[n_vae_val:]), "vae_val": np.sort(vae[:n_vae_val]),
-            "train": np.sort(pool[:n_train]), "val": np.sort(pool[n_train:n_train + n_val]), "test": test}
-
-
 def fit_split(
     catalog: pd.DataFrame,
     x: np.ndarray,

@@ -118,7 +118,9 @@ vae_curve.tail(3)
 # each log-scale to $|\log s| < 2$, the clamp of Ardizzone et al. {cite}`ardizzone2019inn`:
 # drawing a sample divides by the scales of all twelve couplings, and with zuko's wider default
 # ($|\log s| < \log 1000$) rare draws run away by orders of magnitude, which the validation
-# loss (computed in the other direction) never shows (exercise 4 counts them).
+# loss (computed in the other direction) never shows. The bound limits each coupling's
+# scale, not how far its shift network extrapolates, so it makes runaway draws rarer, not
+# impossible: exercise 4 counts those left.
 # The *photometry-only* variant is the same model fed the five photometric
 # inputs alone. Each variant is trained {glue:text}`vaenf_n_ensemble` times with different
 # seeds; the spread of those models is the epistemic uncertainty.

@@ -215,9 +215,10 @@ def r2_table(posteriors: dict[str, Posterior], columns: tuple[str, ...] = TARGET
     return pd.DataFrame(rows)
 
 
-def _nan_r2(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """``r2_score`` per column over the rows whose truth is finite (NaN: not measured)."""
-    return np.array([r2_score(t[ok], p[ok])[0] for t, p in zip(true.T, pred.T) for ok in [np.isfinite(t)]])
+def _measured_r2(true: np.ndarray, pred: np.ndarray) -> float:
+    """``r2_score`` of one property over the objects whose truth is finite (NaN: not measured)."""
+    measured = np.isfinite(true)
+    return float(r2_score(true[measured], pred[measured])[0])
 
 
 def r2_intervals(true: np.ndarray, predictions: dict[str, np.ndarray], columns: tuple[str, ...],
@@ -247,8 +248,8 @@ def r2_intervals(true: np.ndarray, predictions: dict[str, np.ndarray], columns: 
     rows = []
     for name, pred in predictions.items():
         pred = np.asarray(pred, float)
-        boots = [bootstrap_interval(lambda i, k=k: float(_nan_r2(true[i, k:k + 1], pred[i, k:k + 1])[0]),
-                                    len(true), n_boot, seed=seed) for k in range(len(columns))]
+        boots = [bootstrap_interval(lambda i, k=k: _measured_r2(true[i, k], pred[i, k]), len(true), n_boot, seed=seed)
+                 for k in range(len(columns))]
         rows += [{"model": name, "measure": QUANTITIES[col].short if col in QUANTITIES else col,
                   "value": iv.estimate, "low": iv.low, "high": iv.high}
                  for col, iv in zip(columns, boots)]
@@ -271,10 +272,10 @@ def r2_difference(true: np.ndarray, a: np.ndarray, b: np.ndarray, columns: tuple
     true, a, b = (np.asarray(v, float) for v in (true, a, b))
     rows = []
     for k, col in enumerate(columns):
-        one = (true[:, k:k + 1], a[:, k:k + 1], b[:, k:k + 1])
-        iv = bootstrap_interval(lambda i: float(_nan_r2(one[0][i], one[1][i])[0] - _nan_r2(one[0][i], one[2][i])[0]),
-                                len(true), n_boot, seed=seed)
-        values = {names[0]: float(_nan_r2(one[0], one[1])[0]), names[1]: float(_nan_r2(one[0], one[2])[0])}
+        t, p, q = true[:, k], a[:, k], b[:, k]
+        iv = bootstrap_interval(lambda i: _measured_r2(t[i], p[i]) - _measured_r2(t[i], q[i]), len(true), n_boot,
+                                seed=seed)
+        values = {names[0]: _measured_r2(t, p), names[1]: _measured_r2(t, q)}
         rows.append(_comparison_row(f"R² of {QUANTITIES[col].short}", "higher", values, iv))
     return pd.DataFrame(rows)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import Interval
-from .properties import TARGETS
+from .properties import QUANTITIES, TARGETS
 
 __all__ = [
     "PAPER_CFM",
@@ -22,6 +22,7 @@ __all__ = [
     "PAPER_LINE_R2",
     "PAPER_SIGMA",
     "wasserstein_with_paper",
+    "r2_with_paper",
     "interval_table",
     "verdict",
     "structure_gain",
@@ -81,6 +82,27 @@ PAPER_SIGMA: dict[str, dict[str, float]] = {
     "epistemic": {"log_mbh": 0.034, "log_mstar": 0.012, "oh12": 0.010, "log_sfr": 0.019, "z": 0.001,
                   "flux_ha": 0.027, "flux_hb": 0.026, "flux_nii6584": 0.027, "flux_oiii5007": 0.045},
 }
+
+
+def r2_with_paper(long: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The VAE–NF paper's Table 1 (its own rows and the AstroCLIP baselines it quotes) above our R²
+    with their intervals, one column per property in the order of ``columns``.
+
+    Arguments:
+        long: ``metrics.r2_intervals``'s table.
+        columns: the properties shown; the paper's missing values read "—".
+
+    Example:
+        >>> long = pd.DataFrame({"model": ["ours"], "measure": ["z"], "value": [0.7], "low": [0.6], "high": [0.8]})
+        >>> r2_with_paper(long, ("z",)).loc[["paper (SDSS): phot + NF", "ours"], "z"].tolist()
+        ['0.72', '0.70 [0.60, 0.80]']
+    """
+    published = {"paper (SDSS): image + phot + NF": PAPER_R2["image+phot+NF"],
+                 "paper (SDSS): phot + NF": PAPER_R2["phot+NF"],
+                 **{f"AstroCLIP (DESI): {name}": row for name, row in PAPER_BASELINE_R2.items()}}
+    short = [QUANTITIES[c].short for c in columns]
+    paper = pd.DataFrame(published).T.reindex(columns=list(columns)).set_axis(short, axis=1)
+    return pd.concat([paper.map(lambda v: "—" if pd.isna(v) else f"{v:.2f}"), interval_table(long, precision=2)[short]])
 
 
 # ------------------------------------------------------------------------------- sentences

@@ -178,14 +178,8 @@ for k, x in inputs.items():
 label = {"image": "image + phot", "phot": "phot"}
 predictions = {f"here (simulated): {label[k]} {how}": values[k] for k in inputs
                for how, values in (("+ NF", flow_mean), ("mean head (MLP)", head), ("kNN", knn))}
-order = [short[n] for n in ("z", "log_mstar", "log_sfr", "log_mbh", "oh12")]
-published = {"paper (SDSS): image + phot + NF": report.PAPER_R2["image+phot+NF"],
-             "paper (SDSS): phot + NF": report.PAPER_R2["phot+NF"],
-             **{f"AstroCLIP (DESI): {name}": row for name, row in report.PAPER_BASELINE_R2.items()}}
-table1 = pd.concat([
-    pd.DataFrame(published).T.rename(columns=short).reindex(columns=order).map(
-        lambda v: "—" if pd.isna(v) else f"{v:.2f}"),
-    report.interval_table(metrics.r2_intervals(truth, predictions, params, seed=run.seed), precision=2)[order]])
+table1 = report.r2_with_paper(metrics.r2_intervals(truth, predictions, params, seed=run.seed),
+                              ("z", "log_mstar", "log_sfr", "log_mbh", "oh12"))
 flow_gain = {k: metrics.r2_difference(truth, flow_mean[k], head[k], params, names=("flow posterior mean", "mean head"),
                                       seed=run.seed) for k in inputs}
 glue_all("vaenf", table1=table1, n_draws=run.scale.n_draws,

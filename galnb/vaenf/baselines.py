@@ -86,7 +86,7 @@ def knn_baseline(catalog: pd.DataFrame, x: np.ndarray, splits: dict[str, np.ndar
     for group, names in groups.items():
         if not names:
             continue
-        train, val = ([r for r in splits[s] if group != "oh12" or measured[r]] for s in ("train", "val"))
+        train, val = (splits[s][measured[splits[s]]] if group == "oh12" else splits[s] for s in ("train", "val"))
         y = catalog[names].to_numpy(float)
         pred, chosen[group] = knn_predictions(x[train], y[train], x[val], y[val], x[rows])
         out[:, [list(params).index(p) for p in names]] = pred

@@ -9,6 +9,7 @@ module             responsibility                                               
 ``runs``           scales, notebook parameters, the run directory and its manifest, glue       all
 ``io``             atomic writes, file hashes, versioned checkpoints, temporary memory maps    (library)
 ``data``           the on-disk store every source is read into, splits, standardisation        01, 03, 04
+``morphology``     b/a, R50 and R90/R50 measured on the 8-bit cutouts, cached in the store     03, 05
 ``survey``         SDSS survey constants and published relations (pixel scale, MGS, M-sigma)   01
 ``simulation``     the simulated SDSS-like survey (physics, images, selection)                 01
 ``validation``     the simulated survey checked against real SDSS                              01

@@ -42,8 +42,8 @@ def executions(data: str = "mock") -> list[Execution]:
     """Chapters in dependency order.
 
     Chapter 03 runs once per CFM model, each on its own page: the photometry and image models,
-    and on the simulated survey (``data="mock"``, whose galaxies' true structure is known) the
-    structure reference.
+    the measured-structure reference, and on the simulated survey (``data="mock"``, whose
+    galaxies' true structure is known) the true-structure reference.
     """
     structure = [Execution("03_train", "03_train_structure", (("model", "structure"),))] if data == "mock" else []
     return [
@@ -51,6 +51,7 @@ def executions(data: str = "mock") -> list[Execution]:
         Execution("02_cfm_theory", "02_cfm_theory"),
         Execution("03_train", "03_train_phot", (("model", "phot"),)),
         Execution("03_train", "03_train", (("model", "image"),)),
+        Execution("03_train", "03_train_measured", (("model", "measured"),)),
         *structure,
         Execution("04_vae_nf", "04_vae_nf"),
         Execution("05_evaluation", "05_evaluation"),

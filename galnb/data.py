@@ -266,8 +266,16 @@ def ensure_store(run: "Run", progress: bool = True) -> Store:
 
     A store is reused only if its generating parameters match the run's; a mismatch
     is an error rather than a silent overwrite. ``data="sdss"`` needs the download
-    of ``galnb.sdss`` first (network access).
+    of ``galnb.sdss`` first (network access). The catalog comes with the structure
+    measured on the cutouts (:func:`galnb.morphology.with_measured_structure`; measured
+    once, then read from the store's folder).
     """
+    from .morphology import with_measured_structure
+
+    return with_measured_structure(_open_or_make_store(run, progress), progress)
+
+
+def _open_or_make_store(run: "Run", progress: bool) -> Store:
     root = run.data_dir
     if (root / "meta.json").exists():
         store = load_store(root)

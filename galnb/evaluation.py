@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .io import file_hash
 from .metrics import Posterior, r2_score
+from .morphology import MEASURED_STRUCTURE_COLUMNS
 from .properties import TARGETS
 from .training import STRUCTURE_COLUMNS, TrainedCFM
 
@@ -216,7 +217,9 @@ def structure_probe(trained: TrainedCFM, store: "Store", fit_rows: np.ndarray, t
     photometry alone; fitted on ``fit_rows``, scored by R² on ``test_rows``.
 
     Returns:
-        one row per structural parameter: ``parameter``, ``R² from f_img``, ``R² from photometry``.
+        one row per structural parameter: ``parameter``, ``R² from f_img``, ``R² from photometry``,
+        and where the store has them (:func:`galnb.morphology.with_measured_structure`),
+        ``R² from measured`` (from the three numbers measured on the cutouts).
     """
     from sklearn.linear_model import RidgeCV
 
@@ -233,12 +236,16 @@ def structure_probe(trained: TrainedCFM, store: "Store", fit_rows: np.ndarray, t
         return f_img, phot
 
     (img_fit, phot_fit), (img_test, phot_test) = features(np.asarray(fit_rows)), features(np.asarray(test_rows))
+    inputs = [("f_img", img_fit, img_test), ("photometry", phot_fit, phot_test)]
+    if set(MEASURED_STRUCTURE_COLUMNS) <= set(store.catalog.columns):
+        measured = store.catalog[list(MEASURED_STRUCTURE_COLUMNS)].to_numpy()
+        inputs.append(("measured", measured[fit_rows], measured[test_rows]))
     out = []
     for column in STRUCTURE_COLUMNS:
         y_fit = store.catalog[column].to_numpy()[fit_rows]
         y_test = store.catalog[column].to_numpy()[test_rows]
         row = {"parameter": column}
-        for label, x_fit, x_test in (("f_img", img_fit, img_test), ("photometry", phot_fit, phot_test)):
+        for label, x_fit, x_test in inputs:
             ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x_fit, y_fit)
             row[f"R² from {label}"] = float(r2_score(y_test, ridge.predict(x_test))[0])
         out.append(row)

@@ -11,7 +11,7 @@ from .properties import QUANTITIES, TARGETS, label
 
 # Colours used across chapters so one model keeps one colour everywhere.
 MODEL_COLORS = {"phot": "#2ca02c", "image": "#1f77b4", "vaenf-image": "#9467bd", "vaenf-phot": "#ff7f0e",
-                "truth": "#d62728"}
+                "truth": "#d62728", "measured": "#7f7f7f", "structure": "#8c564b"}
 
 __all__ = [
     "MODEL_COLORS",
@@ -28,6 +28,7 @@ __all__ = [
     "tarp_curves",
     "dust_age_posteriors",
     "degeneracy_vs_morphology",
+    "gain_by_structure",
 ]
 
 
@@ -364,6 +365,28 @@ def degeneracy_vs_morphology(table, x: str, measures: tuple[str, ...] = ("corr",
         ax.set_xlabel(label(x) if x in QUANTITIES else x)
         ax.set_ylabel(titles.get(m, m))
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gain_by_structure(tables: dict[str, dict[str, pd.DataFrame]], baseline: str = "phot") -> Figure:
+    """Each model's mean Δlog p minus the ``baseline`` model's, in bins of a structural parameter.
+
+    Arguments:
+        tables: parameter -> model -> the ``metrics.gain_by_bin`` table of that model against the
+            baseline, binned on the parameter; one panel per parameter, one line per model.
+    """
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 3.5), squeeze=False, sharey=True)
+    for ax, (parameter, by_model) in zip(axes[0], tables.items()):
+        for k, (model, table) in enumerate(by_model.items()):
+            shift = (k - (len(by_model) - 1) / 2) * 0.02 * (table.high_edge.max() - table.low_edge.min())
+            ax.errorbar(table.centre + shift, table.difference,
+                        yerr=[table.difference - table.low, table.high - table.difference],
+                        fmt="o-", capsize=3, color=MODEL_COLORS.get(model), label=f"{model} − {baseline}")
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xlabel(label(parameter) if parameter in QUANTITIES else parameter)
+    axes[0, 0].set_ylabel(r"mean $\Delta\log p$ gain [nats]")
+    axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -54,6 +54,7 @@ _ALL = [
     Quantity("inclination", "inclination", r"inclination $i$ [deg]", "deg", (0.0, 90.0)),
     Quantity("axis_ratio", "b/a", r"axis ratio $b/a$", "", (0.0, 1.0)),
     Quantity("bulge_fraction", "B/T", r"bulge fraction $B/T$", "", (0.0, 1.0)),
+    Quantity("r_half", "R_50", r"half-light radius $R_{50}$ [arcsec]", "arcsec", (0.0, 10.0)),
 ]
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in _ALL}

@@ -137,11 +137,11 @@ def verdict(comparison: pd.DataFrame, a: str = "image", b: str = "phot", n_objec
         comparison: one row per measure with columns ``measure``, ``better`` ("higher" or
             "smaller"), ``a``, ``b``, ``difference`` (a minus b) and its interval ``low``/``high``
             (``galnb.metrics.paired_comparison`` makes it).
-        a, b: the two models' column names; the sentences call them the image and photometry
-            models when they are "image" and "phot".
+        a, b: the two models' column names; the sentences call "image", "phot" and "measured" the
+            image model, the photometry model and the measured-structure reference.
         n_objects: number of test galaxies the intervals resample, named in the sentence if given.
     """
-    names = {"image": "image model", "phot": "photometry model"}
+    names = {"image": "image model", "phot": "photometry model", "measured": "measured-structure reference"}
     name_a, name_b = names.get(a, a), names.get(b, b)
     parts, wins, losses = [], 0, 0
     for _, row in comparison.iterrows():
@@ -164,7 +164,8 @@ def structure_gain(dlogp: dict[str, np.ndarray], probe: pd.DataFrame | None = No
     realises and, given the :func:`structure_probe` table, which explanation the numbers support.
 
     Arguments:
-        dlogp: per-galaxy Δlog p of the ``"phot"``, ``"image"`` and ``"structure"`` models.
+        dlogp: per-galaxy Δlog p of the ``"phot"``, ``"image"`` and ``"structure"`` models, and
+            optionally of the measured-structure reference ``"measured"``.
         probe: the probe's table (columns ``R² from f_img`` and ``R² from photometry``).
     """
     phot, image, ref = (float(np.mean(dlogp[k])) for k in ("phot", "image", "structure"))
@@ -175,6 +176,10 @@ def structure_gain(dlogp: dict[str, np.ndarray], probe: pd.DataFrame | None = No
     share = (image - phot) / (ref - phot)
     text = (head + f", a gain of {ref - phot:.2f} nats that the images could in principle provide; the image model's "
             f"gain is {image - phot:+.2f} nats, {100 * share:.0f} % of it.")
+    if "measured" in dlogp:
+        measured = float(np.mean(dlogp["measured"]))
+        text += (f" The three numbers measured on the cutouts (b/a, R50, R90/R50) gain {measured - phot:+.2f} nats, "
+                 f"{100 * (measured - phot) / (ref - phot):.0f} % of it.")
     if probe is None or share >= 0.5:
         return text
     seen, base = (float(probe[c].mean()) for c in ("R² from f_img", "R² from photometry"))

@@ -36,10 +36,12 @@ __all__ = [
 
 SCALE_ENV = "GALNB_SCALE"
 RUN_DIR_ENV = "GALNB_RUN_DIR"
-#: The CFM models chapter 03 trains: the CFM paper's photometry and image models, and
-#: "structure", photometry plus the true structural parameters the simulated images were
-#: rendered from (a reference only a simulation allows: what could a perfect image encoder add?).
-MODELS: tuple[str, ...] = ("phot", "image", "structure")
+#: The CFM models chapter 03 trains: the CFM paper's photometry and image models; "measured",
+#: photometry plus b/a, R50 and R90/R50 measured on the same cutouts (what three hand-measured
+#: numbers add: the bar an image model must clear); and "structure", photometry plus the true
+#: structural parameters the simulated images were rendered from (a reference only a simulation
+#: allows: what could a perfect image encoder add?).
+MODELS: tuple[str, ...] = ("phot", "image", "measured", "structure")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
@@ -253,10 +255,12 @@ class Run:
         return self.dir / "metrics"
 
     def store(self):
-        """The run's data store (chapter 01 makes it), as a :class:`galnb.data.Store`."""
+        """The run's data store (chapter 01 makes it), as a :class:`galnb.data.Store`, with the structure
+        measured on its cutouts (:func:`galnb.morphology.with_measured_structure`)."""
         from .data import load_store
+        from .morphology import with_measured_structure
 
-        return load_store(self.require(self.data_dir / "meta.json", "01_data").parent)
+        return with_measured_structure(load_store(self.require(self.data_dir / "meta.json", "01_data").parent))
 
     def trained(self, kind: str, store=None):
         """The ``kind`` CFM model trained by chapter 03, as a :class:`galnb.training.TrainedCFM` on ``self.device``.

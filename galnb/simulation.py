@@ -170,6 +170,8 @@ __all__ = [
     "FIBRE_RADIUS",
     "Z_MAX",
     "SKY_SIGMA",
+    "RGB_STRETCH",
+    "RGB_Q",
 ]
 
 #: Bump when a change to the physics changes the galaxies drawn for a seed: stores record it,
@@ -213,7 +215,8 @@ SKY_SIGMA = {"g": 0.022, "r": 0.030, "i": 0.045}
 # (15, 12, 11 at 64 px) then matches that of the 500 real SkyServer cutouts in
 # shared/data/real-sdss (16, 13, 10), with dark sky, white-blue disks and yellow bulges.
 _RGB_SCALES = {"i": 1.0, "r": 1.13, "g": 1.7}
-_RGB_STRETCH, _RGB_Q = 0.8, 8.0
+#: The asinh stretch (``make_lupton_rgb``'s ``stretch`` and ``Q``) of the simulated 8-bit cutouts.
+RGB_STRETCH, RGB_Q = 0.8, 8.0
 _N_KNOTS = 40  # star-forming knots per disk (GalSim RandomKnots)
 _FIELD_DENSITY = 3.0  # unrelated sources per arcmin^2 to r = 22.5 in each cutout
 _T_KNOTS = 1e8  # yr: the disk's stars younger than this are drawn in knots
@@ -1156,7 +1159,7 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
 
     bands = render_bands(cat, image_size, seed, progress, chunk, pixel_scale)
     scales = np.array([_RGB_SCALES[b] for b in ("i", "r", "g")], dtype=np.float32)[:, None, None]
-    return np.stack([make_lupton_rgb(*(scales * one), minimum=0.0, stretch=_RGB_STRETCH, Q=_RGB_Q)
+    return np.stack([make_lupton_rgb(*(scales * one), minimum=0.0, stretch=RGB_STRETCH, Q=RGB_Q)
                      for one in bands]) if len(bands) else np.empty((0, image_size, image_size, 3), np.uint8)
 
 

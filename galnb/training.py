@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .cfm import CFM, Cond, ImageEncoder
 from .data import Standardizer, Store, images_to_tensor
 from .io import CheckpointError, load_checkpoint, save_checkpoint
+from .morphology import MEASURED_STRUCTURE_COLUMNS
 from .properties import MAG_COLUMNS, TARGETS
 from .runs import MODELS
 
@@ -95,7 +96,8 @@ def condition_columns(kind: str) -> tuple[str, ...]:
     """The catalog columns a model of ``kind`` is conditioned on (besides the image)."""
     if kind not in MODELS:
         raise ValueError(f"model={kind!r} is not valid; choose one of {MODELS}")
-    return (*MAG_COLUMNS, *STRUCTURE_COLUMNS) if kind == "structure" else MAG_COLUMNS
+    extra = {"structure": STRUCTURE_COLUMNS, "measured": MEASURED_STRUCTURE_COLUMNS}.get(kind, ())
+    return (*MAG_COLUMNS, *extra)
 
 
 class TrainedCFM(nn.Module):
@@ -109,7 +111,7 @@ class TrainedCFM(nn.Module):
     training split are float64 buffers, so ``state_dict()`` is the whole model.
 
     Arguments:
-        kind: ``"phot"``, ``"image"`` or ``"structure"`` (see ``MODELS``).
+        kind: ``"phot"``, ``"image"``, ``"measured"`` or ``"structure"`` (see ``MODELS``).
         model: the network; its ``cond_dim`` is the number of condition columns of ``kind``.
     """
 
@@ -124,7 +126,7 @@ class TrainedCFM(nn.Module):
 
     @classmethod
     def build(cls, kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> "TrainedCFM":
-        """An untrained model of ``kind``: the CFM paper's photometry or image model, or the structure reference."""
+        """An untrained model of ``kind``: the CFM paper's photometry or image model, or a structure reference."""
         encoder = ImageEncoder() if kind == "image" else None
         return cls(kind, CFM(len(TARGETS), len(condition_columns(kind)), hidden=hidden, depth=depth, sigma=sigma,
                              encoder=encoder))

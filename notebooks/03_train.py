@@ -6,13 +6,18 @@
 # $[t;\theta;f_\mathrm{phot}]$ (input 11), and the **image model**, which adds a 256-D image
 # embedding $f_\mathrm{img}$ from a CNN of four stride-1 convolution blocks with average
 # pooling and global average pooling (input 267). The method itself is derived in
-# {doc}`02_cfm_theory`. A third model, the **structure reference**, is possible only on
-# simulated galaxies: the photometry model's network conditioned also on the true axis
-# ratio, half-light radius and bulge fraction the images were rendered from, which bounds
-# what a perfect image encoder could add ({doc}`05_evaluation` reads it that way). The `model`
-# parameter picks one (`phot`, `image` or `structure`); the book runs this notebook once for
-# each. The checkpoint goes into the run directory, where {doc}`05_evaluation` and
-# {doc}`06_degeneracy` find it.
+# {doc}`02_cfm_theory`. Two more models are references that {doc}`05_evaluation` sets the image
+# model against, each the photometry model's network with three more numbers beside the
+# magnitudes. The **measured-structure reference** gets the axis ratio b/a, the half-light
+# radius R50 and the concentration R90/R50 measured on the same cutouts the image model sees
+# (`galnb.morphology`: photutils moments and Kron-flux radii, about 2 ms a cutout): the three
+# numbers an astronomer measures by hand, and the bar an image model has to clear. It needs no
+# truth, so it runs on real SDSS data too. The **true-structure reference** (`structure`),
+# possible only on simulated galaxies, gets the true axis ratio, half-light radius and bulge
+# fraction the images were rendered from, which bounds what a perfect image encoder could add.
+# The `model` parameter picks one (`phot`, `image`, `measured` or `structure`); the book runs
+# this notebook once for each. The checkpoint goes into the run directory, where
+# {doc}`05_evaluation` and {doc}`06_degeneracy` find it.
 
 # %% tags=["parameters"]
 scale = "auto"
@@ -42,7 +47,8 @@ config
 #
 # Training reads the data set of {doc}`01_data` (images memory-mapped), standardised with
 # the statistics of the training split saved with it. If this notebook runs first, the
-# same deterministic data set is generated here and reused by chapter 1.
+# same deterministic data set is generated here and reused by chapter 1. The structure
+# measured on the cutouts is made once and kept beside the store.
 
 # %%
 from galnb.data import ensure_store

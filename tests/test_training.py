@@ -8,6 +8,7 @@ from galnb import training
 from galnb.data import StoreError, write_store
 from galnb.evaluation import cfm_posterior
 from galnb.io import CheckpointError
+from galnb.morphology import MEASURED_STRUCTURE_COLUMNS, with_measured_structure
 from galnb.properties import TARGETS
 from galnb.training import STRUCTURE_COLUMNS, TrainConfig, learning_curve, load_trained, train_cfm
 
@@ -144,7 +145,7 @@ def test_nan_loss_stops_training_with_a_clear_message(tiny_store, tmp_path, monk
 
 
 def test_unknown_model_kind_is_refused():
-    with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image', 'structure'\)"):
+    with pytest.raises(ValueError, match=r"model='foo'.*\('phot', 'image', 'measured', 'structure'\)"):
         TrainConfig(model="foo")
 
 
@@ -166,6 +167,20 @@ def test_structure_reference_model_is_conditioned_on_photometry_and_true_structu
     truth = store.catalog.iloc[rows][list(STRUCTURE_COLUMNS)].to_numpy()
     expected = store.standardizer(STRUCTURE_COLUMNS).forward(truth)
     assert cond[:, 5:].numpy() == pytest.approx(expected, abs=1e-5)
+
+
+def test_measured_structure_reference_is_conditioned_on_photometry_and_the_measured_numbers(tiny_store, tmp_path):
+    needs = r"measured CFM model needs column\(s\) \['axis_ratio_measured'"
+    with pytest.raises(StoreError, match=needs):
+        train_cfm(tiny_store, tmp_path / "refused", TrainConfig(model="measured", **FAST), progress=False)
+    store = with_measured_structure(tiny_store)
+    train_cfm(store, tmp_path / "m", TrainConfig(model="measured", **FAST), progress=False)
+    trained = load_trained(tmp_path / "m", store)
+    assert trained.model.cond_dim == 8 and trained.model.encoder is None
+    rows = store.splits["test"][:3]
+    measured = store.catalog.iloc[rows][list(MEASURED_STRUCTURE_COLUMNS)].to_numpy()
+    expected = store.standardizer(MEASURED_STRUCTURE_COLUMNS).forward(measured)
+    assert trained.standardised(trained.condition(store, rows))[:, 5:].numpy() == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["phot", "image"])

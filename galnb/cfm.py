@@ -11,11 +11,13 @@ from torch import Tensor, nn
 
 from .fast_velocity import ACTIVATIONS, FoldedVelocity, chunk_rows
 
-__all__ = ["CFM", "VelocityMLP", "ImageEncoder", "Cond", "METHODS", "odeint"]
+__all__ = ["CFM", "VelocityMLP", "ImageEncoder", "ENCODER_NORMS", "Cond", "METHODS", "odeint"]
 
 #: A condition: photometry ``(B, cond_dim)``, or ``(images (B, 3, H, W), phot (B, cond_dim))``
 #: for a model with an image encoder.
 Cond = Union[Tensor, tuple[Tensor, Tensor]]
+#: Normalisation inside the image encoder's blocks: none (the paper) or group normalisation.
+ENCODER_NORMS: tuple[str, ...] = ("none", "group")
 
 _REFS = "Yunus, Wu & Holwerda (2025), arXiv:2512.05078; Lipman et al. (2023), arXiv:2210.02747"
 
@@ -153,21 +155,27 @@ class ImageEncoder(nn.Module):
     Arguments:
         in_channels: image channels (3 for gri).
         channels: output channels of the four blocks; the last is the size of f_img.
+        norm: ``"none"`` (the paper's blocks) or ``"group"``: group normalisation (8 groups, or
+            fewer where a block's channels do not divide by 8) after each convolution.
     References:
         Yunus, Wu & Holwerda (2025), arXiv:2512.05078, Sec. 2 (Architectures).
+        Wu & He (2018), arXiv:1803.08494 (group normalisation).
     Example:
         >>> enc = ImageEncoder()
         >>> enc(torch.zeros(2, 3, 32, 32)).shape
         torch.Size([2, 256])
     """
 
-    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128, 256)):
+    def __init__(self, in_channels: int = 3, channels: tuple[int, ...] = (32, 64, 128, 256), norm: str = "none"):
         super().__init__()
-        self.in_channels, self.channels = in_channels, tuple(channels)
+        if norm not in ENCODER_NORMS:
+            raise ValueError(f"norm={norm!r} is not valid; choose one of {ENCODER_NORMS}")
+        self.in_channels, self.channels, self.norm = in_channels, tuple(channels), norm
         blocks: list[nn.Module] = []
         c_in = in_channels
         for c_out in self.channels:
-            blocks += [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.SiLU(), nn.AvgPool2d(2)]
+            normalise = [nn.GroupNorm(math.gcd(8, c_out), c_out)] if norm == "group" else []
+            blocks += [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), *normalise, nn.SiLU(), nn.AvgPool2d(2)]
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.out_dim = c_in
@@ -182,7 +190,7 @@ class ImageEncoder(nn.Module):
 
     def config(self) -> dict:
         """Constructor arguments (for checkpoints)."""
-        return {"in_channels": self.in_channels, "channels": list(self.channels)}
+        return {"in_channels": self.in_channels, "channels": list(self.channels), "norm": self.norm}
 
 
 class CFM(nn.Module):

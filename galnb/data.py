@@ -28,6 +28,7 @@ __all__ = [
     "ensure_store",
     "split_indices",
     "images_to_tensor",
+    "random_orientations",
     "import_folder",
     "stack_cutouts",
     "read_cutout",
@@ -391,3 +392,33 @@ def images_to_tensor(images: np.ndarray, size: int | None = None):
         mode = "area" if x.shape[-1] > size else "bilinear"
         x = torch.nn.functional.interpolate(x, size=(size, size), mode=mode)
     return x
+
+
+def random_orientations(images, rng: np.random.Generator):
+    """Each image in one of its 8 orientations on the sky (4 quarter turns, each mirrored or not), drawn at random.
+
+    A galaxy's properties do not depend on how its cutout is oriented, so these are exact
+    symmetries of the problem; training on them is data augmentation without approximation.
+
+    Arguments:
+        images: (B, C, H, H) tensor.
+        rng: draws the orientations.
+    Returns:
+        (B, C, H, H), a new tensor.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2).repeat(64, 1, 1, 1)
+        >>> turned = random_orientations(x, np.random.default_rng(0))
+        >>> len({tuple(t.flatten().tolist()) for t in turned})  # all 8 orientations of a 2x2 image
+        8
+    """
+    import torch
+
+    which = rng.integers(0, 8, len(images))
+    out = torch.empty_like(images)
+    for k in np.unique(which):
+        members = torch.from_numpy(np.flatnonzero(which == k))
+        view = images[members].flip(-1) if k >= 4 else images[members]
+        out[members] = torch.rot90(view, int(k % 4), dims=(-2, -1))
+    return out

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .cfm import CFM, Cond, ImageEncoder
-from .data import Standardizer, Store, images_to_tensor
+from .cfm import CFM, ENCODER_NORMS, Cond, ImageEncoder
+from .data import Standardizer, Store, images_to_tensor, random_orientations
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .morphology import MEASURED_STRUCTURE_COLUMNS
 from .properties import MAG_COLUMNS, TARGETS
@@ -54,6 +54,8 @@ class TrainConfig:
     max_epochs: int = 300
     patience: int = 10
     lr_schedule: str = "constant"  # "constant" (the paper) or "cosine": lr -> lr / 100 over max_epochs
+    augment: bool = False  # each training cutout in one of its 8 orientations (flips, 90° turns), drawn per step
+    encoder_norm: str = "none"  # "none" (the paper) or "group": group normalisation in the image encoder's blocks
     sigma: float = 0.05
     hidden: int = 256
     depth: int = 3
@@ -65,6 +67,8 @@ class TrainConfig:
         """The scale's hyperparameters for ``model``; an override given as None keeps the scale's value."""
         config = {"lr": scale.lr, "max_epochs": scale.max_epochs, "patience": scale.patience,
                   "lr_schedule": scale.lr_schedule}
+        if model == "image":  # the image model's own levers; the other models have no images
+            config.update(augment=scale.augment, encoder_norm=scale.encoder_norm)
         config.update({k: v for k, v in overrides.items() if v is not None})
         return cls(model=model, seed=seed, **config)
 
@@ -80,6 +84,9 @@ class TrainConfig:
                 raise ValueError(f"parameter {name}={getattr(self, name)!r} must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"parameter lr_schedule={self.lr_schedule!r} is not valid; choose one of {LR_SCHEDULES}")
+        if self.encoder_norm not in ENCODER_NORMS:
+            raise ValueError(f"parameter encoder_norm={self.encoder_norm!r} is not valid; "
+                             f"choose one of {ENCODER_NORMS}")
 
 
 @dataclass
@@ -125,9 +132,10 @@ class TrainedCFM(nn.Module):
         self.path: Path | None = None
 
     @classmethod
-    def build(cls, kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> "TrainedCFM":
+    def build(cls, kind: str, hidden: int = 256, depth: int = 3, sigma: float = 0.05,
+              encoder_norm: str = "none") -> "TrainedCFM":
         """An untrained model of ``kind``: the CFM paper's photometry or image model, or a structure reference."""
-        encoder = ImageEncoder() if kind == "image" else None
+        encoder = ImageEncoder(norm=encoder_norm) if kind == "image" else None
         return cls(kind, CFM(len(TARGETS), len(condition_columns(kind)), hidden=hidden, depth=depth, sigma=sigma,
                              encoder=encoder))
 
@@ -140,9 +148,10 @@ class TrainedCFM(nn.Module):
         return cls(config["kind"], CFM.from_config(config["model"]))
 
     @classmethod
-    def for_store(cls, kind: str, store: Store, hidden: int = 256, depth: int = 3, sigma: float = 0.05) -> "TrainedCFM":
+    def for_store(cls, kind: str, store: Store, hidden: int = 256, depth: int = 3, sigma: float = 0.05,
+                  encoder_norm: str = "none") -> "TrainedCFM":
         """An untrained model of ``kind`` that standardises with the statistics of ``store``'s training split."""
-        estimator = cls.build(kind, hidden, depth, sigma)
+        estimator = cls.build(kind, hidden, depth, sigma, encoder_norm)
         estimator.set_standardisation(store.standardizer(TARGETS), store.standardizer(condition_columns(kind)))
         return estimator
 
@@ -208,14 +217,15 @@ class _Batches:
     (one pass over the file per batch) so ``paper``-scale data never sits in memory.
     """
 
-    def __init__(self, store: Store, split: str, estimator: TrainedCFM, batch_size: int, shuffle: bool, seed: int):
+    def __init__(self, store: Store, split: str, estimator: TrainedCFM, batch_size: int, shuffle: bool, seed: int,
+                 augment: bool = False):
         self.index = store.splits[split]
         cat = store.catalog.iloc[self.index]
         self.theta = estimator.standardised_theta(torch.tensor(cat[list(TARGETS)].to_numpy(np.float64))).cpu()
         phot = torch.tensor(cat[list(condition_columns(estimator.kind))].to_numpy(np.float64))
         self.phot = estimator.standardised(phot).cpu()
         self.images = store.images if estimator.kind == "image" else None
-        self.batch_size, self.shuffle = batch_size, shuffle
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -229,7 +239,8 @@ class _Batches:
             if self.images is None:
                 yield theta, (phot,)
             else:
-                yield theta, (images_to_tensor(self.images[self.index[rows]]), phot)
+                images = images_to_tensor(self.images[self.index[rows]])
+                yield theta, (random_orientations(images, self.rng) if self.augment else images, phot)
 
 
 class _LossModule(nn.Module):
@@ -269,7 +280,8 @@ def _resume(last: Path, meta: dict, estimator: TrainedCFM, optimiser, schedule) 
     if not last.exists():
         return _Progress(history=[])
     state = load_checkpoint(last, "cfm", _RETRAIN)
-    if state["meta"]["config"] != meta["config"] or state["meta"]["data"] != meta["data"]:
+    trained_with = {**asdict(TrainConfig()), **state["meta"]["config"]}  # a field added since takes its default
+    if trained_with != meta["config"] or state["meta"]["data"] != meta["data"]:
         raise CheckpointError(
             f"{last}: was trained with {state['meta']['config']} on data {state['meta']['data']}; this run asks for "
             f"{meta['config']} on data {meta['data']}. Use another run_dir or delete {last.parent}"
@@ -340,7 +352,8 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     for stale in out_dir.glob(".*.tmp"):  # left by a process killed mid-write
         stale.unlink()
     torch.manual_seed(config.seed)
-    estimator = TrainedCFM.for_store(config.model, store, config.hidden, config.depth, config.sigma).to(device)
+    estimator = TrainedCFM.for_store(config.model, store, config.hidden, config.depth, config.sigma,
+                                     config.encoder_norm).to(device)
     model = estimator.model
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Short runs at a high constant lr end with the weights jittering around a minimum;
@@ -354,7 +367,8 @@ def train_cfm(store: Store, out_dir: str | Path, config: TrainConfig, device: st
     last = out_dir / "last.pt"
     state = _resume(last, meta, estimator, optimiser, schedule)
     resumed_from = len(state.history)
-    train = _Batches(store, "train", estimator, config.batch_size, shuffle=True, seed=config.seed + resumed_from)
+    train = _Batches(store, "train", estimator, config.batch_size, shuffle=True, seed=config.seed + resumed_from,
+                     augment=config.augment)
     val = _Batches(store, "val", estimator, 512, shuffle=False, seed=0)
     step = _LossModule(model)
     if device == "cuda" and torch.cuda.device_count() > 1:

@@ -204,3 +204,38 @@ def test_optimiser_step_clips_the_total_gradient_norm_when_asked():
     assert weight.detach().tolist() == pytest.approx([-6.0, -8.0, 0.0])  # gradient (30, 40, 0) scaled to norm 10
     training.optimiser_step(sgd, (weight * torch.tensor([1.0, 0.0, 0.0])).sum())
     assert weight.detach().tolist() == pytest.approx([-7.0, -8.0, 0.0])  # unclipped, and the old gradient cleared
+
+
+def test_augmented_training_differs_and_a_checkpoint_from_before_the_option_resumes(tiny_store, tmp_path):
+    # augment=True trains on turned and mirrored cutouts, so its weights differ from the plain run's
+    plain, turned = (TrainConfig(model="image", augment=a, **{**FAST, "max_epochs": 1}) for a in (False, True))
+    for name, config in (("plain", plain), ("turned", turned)):
+        train_cfm(tiny_store, tmp_path / name, config, progress=False)
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True)["model"] for n in ("plain", "turned"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    # a finished run whose checkpoint predates the option (no "augment" key) is taken as augment=False
+    last = tmp_path / "plain" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["meta"]["config"]["augment"]
+    torch.save(state, last)
+    again = train_cfm(tiny_store, tmp_path / "plain", plain, progress=False)
+    assert again.resumed_from == 1
+    with pytest.raises(CheckpointError, match="was trained with"):
+        train_cfm(tiny_store, tmp_path / "plain", turned, progress=False)
+
+
+def test_group_normalised_encoder_trains_saves_and_loads_back(tiny_store, tmp_path):
+    with pytest.raises(ValueError, match=r"encoder_norm='batch' is not valid; choose one of \('none', 'group'\)"):
+        TrainConfig(model="image", encoder_norm="batch")
+    config = TrainConfig(model="image", encoder_norm="group", **{**FAST, "max_epochs": 1})
+    train_cfm(tiny_store, tmp_path / "m", config, progress=False)
+    trained = load_trained(tmp_path / "m", tiny_store)
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in trained.modules()) == 4
+    rows = tiny_store.splits["test"][:2]
+    theta = torch.tensor(tiny_store.catalog.iloc[rows][list(TARGETS)].to_numpy())
+    again = load_trained(tmp_path / "m", tiny_store)
+    assert torch.equal(trained.log_prob(theta, trained.condition(tiny_store, rows), steps=2),
+                       again.log_prob(theta, again.condition(tiny_store, rows), steps=2))
+    # a checkpoint written before the option (encoder config without "norm") has the paper's blocks
+    old = {k: v for k, v in trained.model.encoder.config().items() if k != "norm"}
+    assert training.ImageEncoder(**old).norm == "none"

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "simulation": "Survey simulation: speed and colours",
     "memory": "Memory of paper-scale data loading",
     "information": "Structure beside photometry: real and simulated galaxies",
+    "ablation": "Images without the inclination–dust coupling: what is left of the image gain",
 }
 
 

@@ -1165,7 +1165,8 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
 
 # ---------------------------------------------------------------------------------- the survey
 def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, work_dir: str | Path | None = None,
-                    chunk_size: int = 1000) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+                    chunk_size: int = 1000, decouple_inclination: bool = False
+                    ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Simulate an SDSS-like star-forming galaxy survey with gri cutouts.
 
     Galaxies are drawn in batches (each batch seeded by ``(seed, batch)``), pushed through the
@@ -1184,6 +1185,10 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
             read-only memory map of ``work_dir/images.npy``.
         chunk_size: galaxies per rendered chunk (each chunk has its own noise stream, so the
             images do not depend on ``work_dir``).
+        decouple_inclination: an ablation: each disk is drawn at the inclination (and axis
+            ratio) of another galaxy of the survey, picked at random, while its colours, dust
+            and catalog stay its own. The images then show no inclination that the dust
+            followed; everything else in them is unchanged. Give it a ``work_dir`` of its own.
 
     Returns:
         catalog: (n rows) ``CATALOG_COLUMNS``, float64 except ``objid`` (int64) and
@@ -1203,7 +1208,11 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
         raise ValueError(f"n and image_size must be positive, got n={n}, image_size={image_size}")
     full, counts = _survivors(n, seed, MGS_STAR_FORMING, progress)
     catalog = _catalog_frame(full)
-    images = _render_in_chunks(full, image_size, seed, progress, work_dir, chunk_size)
+    drawn = full
+    if decouple_inclination:
+        other = np.random.default_rng([seed, 11]).permutation(n)
+        drawn = {**full, "inclination": full["inclination"][other], "axis_ratio": full["axis_ratio"][other]}
+    images = _render_in_chunks(drawn, image_size, seed, progress, work_dir, chunk_size)
     funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
                            "description": [d for _, d in FUNNEL_STAGES]})
     return catalog, images, funnel

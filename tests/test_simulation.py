@@ -318,3 +318,18 @@ def test_disk_size_gives_the_galaxy_its_half_light_radius():
     hlr_disk = sim._disk_hlr_for(hlr_galaxy, frac_bulge, hlr_bulge)
     assert (hlr_disk > 0.999 * hlr_galaxy).all()
     np.testing.assert_allclose(sim._composite_hlr(frac_bulge, hlr_bulge, hlr_disk), hlr_galaxy, rtol=1e-6)
+
+
+def test_decoupled_inclination_keeps_the_catalog_and_draws_another_galaxys_axis_ratio():
+    # The ablation of issue 19: the same galaxies, labels and photometry; only the disks' drawn
+    # inclination is another galaxy's, so the axis ratio measured on the image no longer follows
+    # the catalog's (which set the dust).
+    from galnb.morphology import measure_cutouts
+
+    cat, img, _ = sim.simulate_survey(80, 32, seed=2, progress=False)
+    cat_d, img_d, _ = sim.simulate_survey(80, 32, seed=2, progress=False, decouple_inclination=True)
+    pd.testing.assert_frame_equal(cat, cat_d)
+    assert not np.array_equal(img, img_d)
+    rho = [spearmanr(measure_cutouts(i).axis_ratio_measured, cat.axis_ratio, nan_policy="omit").statistic
+           for i in (img, img_d)]
+    assert rho[0] > 0.6 and abs(rho[1]) < 0.3

@@ -379,7 +379,8 @@ def gain_by_structure(tables: dict[str, dict[str, pd.DataFrame]], baseline: str 
     fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 3.5), squeeze=False, sharey=True)
     for ax, (parameter, by_model) in zip(axes[0], tables.items()):
         for k, (model, table) in enumerate(by_model.items()):
-            shift = (k - (len(by_model) - 1) / 2) * 0.02 * (table.high_edge.max() - table.low_edge.min())
+            # side by side within a bin, a few per cent of the plotted span apart, so the error bars stay apart
+            shift = (k - (len(by_model) - 1) / 2) * 0.02 * (table.centre.max() - table.centre.min())
             ax.errorbar(table.centre + shift, table.difference,
                         yerr=[table.difference - table.low, table.high - table.difference],
                         fmt="o-", capsize=3, color=MODEL_COLORS.get(model), label=f"{model} − {baseline}")

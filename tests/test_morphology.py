@@ -84,3 +84,11 @@ def test_measurement_is_cached_in_the_store_and_failures_take_the_training_media
     stale.to_parquet(store.root / MEASURED_FILE)
     with pytest.raises(AssertionError, match="measured again"):
         with_measured_structure(store)
+
+
+def test_a_store_measured_in_chunks_on_two_processes_equals_one_pass(tmp_path, monkeypatch):
+    images = np.stack([_gaussian_cutout(2.0 + 0.2 * k, 0.4 + 0.02 * k, k, seed=k) for k in range(25)])
+    np.save(tmp_path / "images.npy", images)
+    monkeypatch.setattr(morphology, "_CHUNK", 10)  # three chunks
+    pd.testing.assert_frame_equal(morphology.measure_store(tmp_path / "images.npy", workers=2),
+                                  measure_cutouts(images))

@@ -184,7 +184,7 @@ glue_all("eval", measured_verdict=Markdown(report.verdict(against_measured, "ima
 # %% [markdown]
 # Given the three measured numbers, the photometry network's mean $\Delta\log p$ changes by
 # {glue:text}`eval_measured_gain` nats (95 % bootstrap interval over the test galaxies). The
-# measurement failed on {glue:text}`eval_measured_failures` of the {glue:text}`eval_n_store`
+# measurement failed on {glue:text}`eval_measured_failures:,` of the {glue:text}`eval_n_store:,`
 # cutouts (no segment under the centre, or no Kron aperture), which take the training split's median. The image
 # model against this reference, on the two headline metrics: {glue:md}`eval_measured_verdict`
 #

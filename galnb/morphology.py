@@ -20,6 +20,7 @@ counterpart of SDSS's Petrosian R50 and R90 (Blanton et al. 2001). About 2 ms pe
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -131,7 +132,8 @@ def measure_store(images_path: str | Path, workers: int | None = None) -> pd.Dat
     """``measure_cutouts`` of every cutout in a store's ``images.npy``, in chunks, on ``workers`` processes.
 
     Each worker maps the file itself and reads its chunk, so memory stays at a few chunks even
-    for the ``paper`` set (5 GB of cutouts); the result does not depend on ``workers``.
+    for the ``paper`` set (5 GB of cutouts); the result does not depend on ``workers``. Workers
+    are spawned, not forked: a fork of a process whose torch has started OpenMP threads can hang.
 
     Arguments:
         images_path: the store's ``images.npy``.
@@ -143,7 +145,7 @@ def measure_store(images_path: str | Path, workers: int | None = None) -> pd.Dat
     if workers <= 1:
         parts = [_measure_rows(images_path, a, a + _CHUNK) for a in starts]
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             parts = list(pool.map(_measure_rows, [images_path] * len(starts), starts, [a + _CHUNK for a in starts]))
     return pd.concat(parts, ignore_index=True)
 

@@ -165,9 +165,10 @@ glue_all("eval", wd_table=report.wasserstein_with_paper(wd, by_wd),
 #
 # Whatever the image model gains over photometry, two questions remain: how much could the
 # images add, and how much of that has the CNN learned to read? Two references, trained in
-# {doc}`03_train` with the same settings as the photometry model, answer them. The **measured-structure reference** is the photometry model's network
-# conditioned also on the axis ratio b/a, the half-light radius R50 and the concentration
-# R90/R50 measured on the same cutouts (`galnb.morphology`). These are the three numbers an
+# {doc}`03_train` with the same settings as the photometry model, answer them. The
+# **measured-structure reference** is the photometry model's network conditioned also on the
+# axis ratio b/a, the half-light radius R50 and the concentration R90/R50 measured on the same
+# cutouts (`galnb.morphology`). These are the three numbers an
 # astronomer measures by hand; a CNN that cannot beat them has not learned the images. It
 # needs no truth, so it runs on real data too.
 

@@ -32,11 +32,13 @@ BENCHMARKS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Execution:
-    """One papermill execution of a chapter: the source notebook, the page it becomes, extra parameters."""
+    """One papermill execution of a chapter: the source notebook, the page it becomes, extra parameters,
+    and the page's title where it differs from the notebook's (one notebook, several pages)."""
 
     notebook: str
     page: str
     params: tuple[tuple[str, object], ...] = ()
+    title: str | None = None
 
 
 def executions(data: str = "mock") -> list[Execution]:
@@ -46,13 +48,15 @@ def executions(data: str = "mock") -> list[Execution]:
     the measured-structure reference, and on the simulated survey (``data="mock"``, whose
     galaxies' true structure is known) the true-structure reference.
     """
-    structure = [Execution("03_train", "03_train_structure", (("model", "structure"),))] if data == "mock" else []
+    structure = [Execution("03_train", "03_train_structure", (("model", "structure"),),
+                           "Training the true-structure reference")] if data == "mock" else []
     return [
         Execution("01_data", "01_data"),
         Execution("02_cfm_theory", "02_cfm_theory"),
-        Execution("03_train", "03_train_phot", (("model", "phot"),)),
+        Execution("03_train", "03_train_phot", (("model", "phot"),), "Training the photometry model"),
         Execution("03_train", "03_train", (("model", "image"),)),
-        Execution("03_train", "03_train_measured", (("model", "measured"),)),
+        Execution("03_train", "03_train_measured", (("model", "measured"),),
+                  "Training the measured-structure reference"),
         *structure,
         Execution("04_vae_nf", "04_vae_nf"),
         Execution("05_evaluation", "05_evaluation"),
@@ -77,8 +81,9 @@ def sync_notebooks(root: Path | None = None) -> list[Path]:
     return written
 
 
-def _collapse_injected_parameters(path: Path) -> None:
-    """Show papermill's injected-parameters cell collapsed (a toggle) in the rendered page."""
+def _finish_page(path: Path, title: str | None = None) -> None:
+    """Show papermill's injected-parameters cell collapsed (a toggle) in the rendered page, and give
+    the page ``title`` (its first level-1 heading) if one is given."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -86,6 +91,10 @@ def _collapse_injected_parameters(path: Path) -> None:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "hide-cell" not in tags:
             tags.append("hide-cell")
+    heading = next((c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("# ")), None)
+    if title and heading is not None:
+        _, newline, rest = heading.source.partition("\n")
+        heading.source = f"# {title}{newline}{rest}"
     nbformat.write(nb, path)
 
 
@@ -150,7 +159,7 @@ def build_book(
         _run([sys.executable, "-m", "papermill", str(root / "notebooks" / f"{ex.notebook}.ipynb"),
               str(staged_nb / f"{ex.page}.ipynb"), "--cwd", str(root), "-k", "python3", "--log-output", *flags])
         timings[ex.page] = time.time() - start
-        _collapse_injected_parameters(staged_nb / f"{ex.page}.ipynb")
+        _finish_page(staged_nb / f"{ex.page}.ipynb", ex.title)
     for page, seconds in timings.items():
         print(f"executed {page:<16} {seconds:7.1f} s")
 

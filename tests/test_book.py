@@ -160,3 +160,22 @@ def test_degeneracy_chapter_reruns_on_any_test_galaxy_and_refuses_one_out_of_ran
     nb = nbformat.read(out, as_version=4)
     shown = next(c for c in nb.cells if "if galaxy >= 0" in c.source)
     assert [o for o in shown.outputs if "image/png" in o.get("data", {})], "the chosen galaxy's figure is drawn"
+
+
+def test_a_page_of_a_notebook_run_several_times_gets_its_own_title_and_a_collapsed_parameters_cell(tmp_path):
+    import nbformat
+
+    from galnb.book import _finish_page, executions
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Training the CFM models\n\nWhich model."),
+                                         nbformat.v4.new_code_cell("model = 'measured'",
+                                                                   metadata={"tags": ["injected-parameters"]})])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    _finish_page(path, "Training the measured-structure reference")
+    done = nbformat.read(path, as_version=4)
+    assert done.cells[0].source == "# Training the measured-structure reference\n\nWhich model."
+    assert "hide-cell" in done.cells[1].metadata["tags"]
+    # every page made from chapter 03 has a title of its own in the book's navigation
+    titles = [ex.title for ex in executions("mock") if ex.notebook == "03_train"]
+    assert len(set(titles)) == len(titles)

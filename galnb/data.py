@@ -25,6 +25,7 @@ __all__ = [
     "Standardizer",
     "load_store",
     "write_store",
+    "training_stats",
     "ensure_store",
     "split_indices",
     "images_to_tensor",
@@ -191,9 +192,8 @@ def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, 
         np.save(fh, np.ascontiguousarray(images))
     with atomic_write(root / "splits.npz") as fh:
         np.savez(fh, **splits)
-    train = catalog.iloc[splits["train"]]
-    stats = {c: {"mean": float(train[c].mean()), "std": float(train[c].std(ddof=0)) + 1e-12}
-             for c in catalog.select_dtypes(include=[np.number]).columns if c != "objid"}
+    numeric = [c for c in catalog.select_dtypes(include=[np.number]).columns if c != "objid"]
+    stats = training_stats(catalog.iloc[splits["train"]][numeric])
     meta = {
         "format_version": FORMAT_VERSION,
         "source": source,
@@ -208,6 +208,17 @@ def write_store(root: str | Path, catalog: pd.DataFrame, images: np.ndarray, *, 
     with atomic_write(meta_path, "w") as fh:
         json.dump(meta, fh, indent=1)
     return load_store(root)
+
+
+def training_stats(train: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation of each column of the training split, as ``meta.json`` keeps them
+    (the standard deviation with ddof=0, plus 1e-12 so a constant column standardises to zero).
+
+    Example:
+        >>> training_stats(pd.DataFrame({"x": [1.0, 3.0]}))
+        {'x': {'mean': 2.0, 'std': 1.000000000001}}
+    """
+    return {c: {"mean": float(train[c].mean()), "std": float(train[c].std(ddof=0)) + 1e-12} for c in train}
 
 
 def load_store(root: str | Path, verify: bool = False) -> Store:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .data import training_stats
 from .io import atomic_write
 
 if TYPE_CHECKING:
@@ -179,8 +180,7 @@ def with_measured_structure(store: "Store", progress: bool = False) -> "Store":
     failed = measured.isna().any(axis=1)
     train = measured.iloc[store.splits["train"]]
     measured = measured.fillna(train.median()).fillna(0.0)  # 0: a column measured on no training cutout
-    train = measured.iloc[store.splits["train"]]
-    stats = {c: {"mean": float(train[c].mean()), "std": float(train[c].std(ddof=0)) + 1e-12} for c in measured}
+    stats = training_stats(measured.iloc[store.splits["train"]])
     catalog = pd.concat([store.catalog.drop(columns=list(measured), errors="ignore"), measured], axis=1)
     meta = {**store.meta, "stats": {**store.meta["stats"], **stats}, "measured_failures": int(failed.sum())}
     return replace(store, catalog=catalog, meta=meta)

@@ -694,7 +694,8 @@ def simulated_structure(n: int, seed: int, image_size: int = 192) -> pd.DataFram
 
     Returns:
         DataFrame with the columns of ``nair_abraham`` (but ``t_type``), ``asymmetry``, and the
-        true ``axis_ratio_true`` and ``r50_true_kpc``; rows statmorph flags as bad are dropped.
+        true ``axis_ratio_true``, ``r50_true_kpc``, ``log_mstar_true`` and ``log_sfr_true``; rows
+        statmorph flags as bad are dropped.
     """
     from . import simulation
 
@@ -710,7 +711,8 @@ def simulated_structure(n: int, seed: int, image_size: int = 192) -> pd.DataFram
                         "concentration": measured.concentration, "log_sfr": cat.log_sfr,
                         **{c: cat[c] for c in MAG_COLUMNS if c != "mag_r"},
                         "asymmetry": measured.asymmetry, "axis_ratio_true": cat.axis_ratio,
-                        "r50_true_kpc": cat.r_half * scale})
+                        "r50_true_kpc": cat.r_half * scale, "log_mstar_true": cat.log_mstar_true,
+                        "log_sfr_true": cat.log_sfr_true})
     return out[measured.flag.to_numpy() < 2].reset_index(drop=True)
 
 
@@ -990,20 +992,27 @@ def compare_label_scatter(real: pd.DataFrame, simulated: pd.DataFrame) -> pd.Dat
     """``photometric_residuals`` of log M* and log SFR for real and simulated star formers, for reading.
 
     The real log SFR is tried both ways (``SFRT``, and ``SFRM`` + log M* as ``with_sfrm_sfr``);
-    targets are given by their short names.
+    where the simulated rows carry the true values behind their catalog labels, the same
+    galaxies are also scored against those (sample ``simulated, true labels``), which shows how
+    much of the scatter the catalog's errors make. Targets are given by their short names.
 
     Arguments:
         real: ``nair_abraham`` rows. simulated: ``simulated_structure`` rows (or any with ``z``,
-            the magnitudes, ``log_mstar``, ``log_sfr`` and ``log_ssfr``).
+            the magnitudes, ``log_mstar``, ``log_sfr`` and ``log_ssfr``; optionally
+            ``log_mstar_true`` and ``log_sfr_true``).
 
     Returns:
-        The ``photometric_residuals`` table, samples ``real``, ``real, SFRM + log M*`` (log SFR only)
-        and ``simulated``.
+        The ``photometric_residuals`` table, samples ``real``, ``real, SFRM + log M*`` (log SFR only),
+        ``simulated`` and, with the true columns, ``simulated, true labels``.
     """
     real, simulated = real[star_forming(real)], simulated[star_forming(simulated)]
+    sims = {"simulated": simulated}
+    if {"log_mstar_true", "log_sfr_true"} <= set(simulated.columns):
+        sims["simulated, true labels"] = simulated.assign(log_mstar=simulated.log_mstar_true,
+                                                          log_sfr=simulated.log_sfr_true)
     table = pd.concat([
-        photometric_residuals({"real": real, "simulated": simulated}, targets=("log_mstar",)),
-        photometric_residuals({"real": real, "real, SFRM + log M*": with_sfrm_sfr(real), "simulated": simulated},
+        photometric_residuals({"real": real, **sims}, targets=("log_mstar",)),
+        photometric_residuals({"real": real, "real, SFRM + log M*": with_sfrm_sfr(real), **sims},
                               targets=("log_sfr",))], ignore_index=True)
     return table.assign(target=[QUANTITIES[t].short for t in table.target])
 

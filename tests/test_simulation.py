@@ -169,6 +169,12 @@ def test_labels_are_measured_like_the_catalogs(internal):
     dn_noise = _robust_std(c.dn4000 - c.dn4000_true)
     assert 0.015 < dn_noise < 0.05
     assert _robust_std(np.log10(c.sigma_v / c.sigma_v_true)) > 0.03
+    # log M* and log SFR are off their true values by the catalog's errors, unbiased and independent.
+    mass_error, sfr_error = c.log_mstar - c.log_mstar_true, c.log_sfr - c.log_sfr_true
+    for error, name in ((mass_error, "log_mstar"), (sfr_error, "log_sfr")):
+        assert _robust_std(error) == pytest.approx(sim.LABEL_ERRORS[name], rel=0.1)
+        assert abs(np.median(error)) < 0.015
+    assert abs(np.corrcoef(mass_error, sfr_error)[0, 1]) < 0.1
 
 
 def test_nair_abraham_radii_are_kilo_parsecs():
@@ -190,8 +196,9 @@ def test_structure_measured_on_images_against_nair_abraham():
     # Real and simulated star formers selected alike (g < 16, 0.01 < z < 0.1), structure measured
     # on the images of both (statmorph): the inclination reddening of g - r within 0.1 mag plus
     # twice its standard error of the real one in each mass bin; the size-mass median within
-    # 0.25 dex and its scatter at least half the real one; the median R90/R50 within 0.3 in each
-    # sSFR bin.
+    # 0.25 dex and its scatter at least half the real one; the median R90/R50 within 0.3 plus twice
+    # its standard error in each sSFR bin (the lowest bin holds ~50 simulated galaxies, and the
+    # catalog's sSFR errors let bulge-dominated ones in from below, as they do in the real catalog).
     from galnb import validation
 
     real = validation.nair_abraham(_needs_real("nair-abraham-2010.fits").parent)
@@ -202,7 +209,7 @@ def test_structure_measured_on_images_against_nair_abraham():
     assert (np.abs(s["median"] - r["median"]) < 0.25).all()
     assert (s["scatter"] > 0.5 * r["scatter"]).all()
     r, s = cmp.concentration["real"], cmp.concentration["simulated"]
-    assert (np.abs(s["median"] - r["median"]) < 0.3).all()
+    assert (np.abs(s["median"] - r["median"]) < 0.3 + 2 * np.hypot(s.se, r.se)).all()
 
 
 def test_measured_axis_ratio_and_radius_track_the_truth():

@@ -147,3 +147,11 @@ def test_compare_label_scatter_tries_both_real_sfr_columns_on_star_formers_only(
     sfr = table[(table.target == "log SFR") & (table.inputs == "ugriz + z")].set_index("sample").scatter
     assert sfr["real"] > sfr["real, SFRM + log M*"] + 0.1  # SFRT carries 0.3 dex more
     assert sfr["real, SFRM + log M*"] == pytest.approx(sfr["simulated"], abs=0.02)  # the same labels
+    assert "simulated, true labels" not in set(table["sample"])
+    # Given the true values behind the labels, the same galaxies are scored against them too.
+    noisy = real.assign(log_mstar_true=real.log_mstar, log_sfr_true=real.log_sfr,
+                        log_mstar=real.log_mstar + rng.normal(0.0, 0.2, 1200))
+    mass = validation.compare_label_scatter(real, noisy)
+    mass = mass[(mass.target == "log M*") & (mass.inputs == "ugriz + z")].set_index("sample").scatter
+    assert mass["simulated, true labels"] == pytest.approx(mass["real"], abs=0.01)
+    assert mass["simulated"] > mass["simulated, true labels"] + 0.08

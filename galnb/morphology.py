@@ -20,10 +20,7 @@ counterpart of SDSS's Petrosian R50 and R90 (Blanton et al. 2001). About 2 ms pe
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +30,7 @@ import pandas as pd
 
 from .data import training_stats
 from .io import atomic_write
+from .parallel import map_processes
 
 if TYPE_CHECKING:
     from .data import Store
@@ -141,13 +139,9 @@ def measure_store(images_path: str | Path, workers: int | None = None) -> pd.Dat
         workers: processes; None takes one per CPU core (at most one per chunk of 1,000 cutouts).
     """
     n = len(np.load(images_path, mmap_mode="r"))
-    starts = list(range(0, n, _CHUNK))
-    workers = min(workers or os.cpu_count() or 1, len(starts))
-    if workers <= 1:
-        parts = [_measure_rows(images_path, a, a + _CHUNK) for a in starts]
-    else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(_measure_rows, [images_path] * len(starts), starts, [a + _CHUNK for a in starts]))
+    starts = range(0, n, _CHUNK)
+    parts = map_processes(_measure_rows, [images_path] * len(starts), starts, [a + _CHUNK for a in starts],
+                          workers=workers)
     return pd.concat(parts, ignore_index=True)
 
 

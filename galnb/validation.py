@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.stats import median_abs_deviation
 
 from .io import atomic_write
+from .parallel import map_chunks
 from .properties import MAG_COLUMNS, QUANTITIES
 from .survey import R_MAX, R_MIN, garn_best_balmer_decrement
 
@@ -625,7 +626,8 @@ def load_nair_abraham(real_sdss: str | Path | None = None, cache_dir: str | Path
     return NairAbraham(None, "none", " ".join([how, *notes]))
 
 
-def measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float) -> pd.DataFrame:
+def measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float, workers: int | None = None
+                      ) -> pd.DataFrame:
     """Structure of the central galaxy of each image, measured as SDSS measures it (statmorph).
 
     The galaxy is the segment (photutils, 1.5 sigma above the sky after a 1.5-px Gaussian
@@ -637,6 +639,8 @@ def measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float) 
         images: (N, S, S) one band (e.g. r) in linear flux units, sky-subtracted.
         sky_sigma: sky noise per pixel, in the images' units.
         pixel_scale: arcsec per pixel.
+        workers: processes measuring side by side (about 0.5-1.5 s per image each); None: one
+            per CPU core. The result does not depend on it.
 
     Returns:
         One row per image: ``axis_ratio``, ``r50_arcsec``, ``r90_arcsec``, ``concentration``
@@ -647,6 +651,11 @@ def measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float) 
         Rodriguez-Gomez et al. 2019, MNRAS 483, 4140 (arXiv:1809.08239), statmorph.
         Blanton et al. 2001, AJ 121, 2358 (arXiv:astro-ph/0012085), SDSS Petrosian radii.
     """
+    return map_chunks(_measure_structure, np.asarray(images), sky_sigma, pixel_scale, workers=workers)
+
+
+def _measure_structure(images: np.ndarray, sky_sigma: float, pixel_scale: float) -> pd.DataFrame:
+    """:func:`measure_structure` in this process."""
     import warnings
 
     import statmorph
@@ -1106,7 +1115,7 @@ def framed_like_skyserver(n: int, seed: int, size: int = 128, field_in_r90: floa
     return simulation.render_images(cat, size, seed, pixel_scale=field_in_r90 * r90 / size)
 
 
-def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
+def cutout_statistics(images: np.ndarray, workers: int | None = None) -> pd.DataFrame:
     """Scale-free statistics of RGB cutouts centred on a galaxy that spans the field.
 
     On the summed R + G + B light: statmorph's concentration C = 5 log10(r80/r20), asymmetry
@@ -1119,10 +1128,17 @@ def cutout_statistics(images: np.ndarray) -> pd.DataFrame:
         images: (N, S, S, 3) uint8 RGB, both sets stretched for display (the simulated ones as
             ``make_lupton_rgb``, SkyServer's with its own asinh stretch), so the statistics are
             compared, not read as physical.
+        workers: processes measuring side by side; None: one per CPU core. The result does not
+            depend on it.
 
     Returns:
         One row per image: ``colour_gradient``, ``concentration``, ``asymmetry``, ``smoothness``.
     """
+    return map_chunks(_cutout_statistics, np.asarray(images), workers=workers)
+
+
+def _cutout_statistics(images: np.ndarray) -> pd.DataFrame:
+    """:func:`cutout_statistics` in this process."""
     import warnings
 
     import statmorph

@@ -74,6 +74,20 @@ def test_cutout_statistics_see_a_red_centre_and_compare_with_errors():
     assert abs(row.difference - 0.2) < 1e-9 and row.difference_se >= 0
 
 
+def test_structure_measured_on_two_processes_equals_one_pass():
+    # measure_structure and cutout_statistics spread their images over worker processes; each
+    # image is measured on its own, so the table must not depend on how many there are.
+    cat = sim.simulate_catalog(6, seed=3, internal=True)
+    r_band = sim.render_bands(cat, 64, seed=0)[:, 1]
+    one = validation.measure_structure(r_band, sim.SKY_SIGMA["r"], sim.PIXEL_SCALE, workers=1)
+    two = validation.measure_structure(r_band, sim.SKY_SIGMA["r"], sim.PIXEL_SCALE, workers=2)
+    assert len(one) == 6 and one.r50_arcsec.notna().sum() >= 4
+    pd.testing.assert_frame_equal(one, two)
+    rgb = sim.render_images(cat, 64, seed=0)
+    pd.testing.assert_frame_equal(validation.cutout_statistics(rgb, workers=1),
+                                  validation.cutout_statistics(rgb, workers=2))
+
+
 def test_render_bands_keeps_surface_brightness_at_any_pixel_scale():
     cat = sim.simulate_catalog(2, seed=4, internal=True)
     native = sim.render_bands(cat, 64, seed=0)

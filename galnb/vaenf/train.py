@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -16,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..data import images_to_tensor
+from ..parallel import map_processes
 from ..properties import LINES, VAENF_CORE
 from ..training import optimiser_step
 from .model import VAE, VAENF, VAENFData
@@ -253,17 +251,9 @@ def fit_ensemble(
     """
     members = range(first_member, first_member + n_ensemble)
     jobs = [(train, val, k, epochs, seed, batch_size, device, model_kwargs) for k in members]
-    if workers is None:
-        workers = min(len(jobs), os.cpu_count() or 1)
-    if device != "cpu" or workers <= 1 or len(jobs) <= 1:
-        done = [_fit_member(*job) for job in jobs]
-    else:
-        # A step of the flow stage is hundreds of small operations, so members gain little
-        # from more threads and much from running side by side (timings: benchmarks/results/).
-        # "spawn": a forked child would inherit torch's thread pools.
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            done = list(pool.map(_fit_member, *zip(*jobs)))
+    # A step of the flow stage is hundreds of small operations, so members gain little from
+    # more threads and much from running side by side (timings: benchmarks/results/).
+    done = map_processes(_fit_member, *zip(*jobs), workers=workers if device == "cpu" else 1)
     models = []
     for entry, _ in done:
         model = VAENF.from_config(entry["config"])

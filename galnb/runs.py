@@ -73,6 +73,7 @@ class Scale:
     n_ensemble: int  # VAE-NF seeds for the epistemic uncertainty
     n_structure: int  # simulated star formers whose images chapter 01 measures against real galaxies
     n_sed_fits: int  # test galaxies chapter 04 fits with bagpipes to time SED fitting
+    n_sed_live: int  # nautilus live points of those fits
     lr_schedule: str = "constant"  # CFM learning rate over the epochs: "constant" or "cosine"
     augment: bool = False  # the image model sees its training cutouts flipped and turned by 90 degrees
     encoder_norm: str = "none"  # normalisation in the image encoder's blocks: "none" (the paper) or "group"
@@ -82,17 +83,17 @@ SCALES: dict[str, Scale] = {
     s.name: s
     for s in (
         Scale(name="ci", n_galaxies=2_000, image_size=32, max_epochs=8, patience=3, lr=1e-3, batch_size=64,
-              ode_steps=20, n_draws=200, n_kl_draws=200, n_eval=None, toy_train_steps=1_500, toy_n_samples=2_000,
-              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, n_structure=240,
-              n_sed_fits=1, lr_schedule="cosine", augment=True, encoder_norm="group"),
+              ode_steps=20, n_draws=200, n_kl_draws=50, n_eval=None, toy_train_steps=1_500, toy_n_samples=2_000,
+              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, n_structure=120,
+              n_sed_fits=1, n_sed_live=100, lr_schedule="cosine", augment=True, encoder_norm="group"),
         Scale(name="small", n_galaxies=12_000, image_size=48, max_epochs=40, patience=10, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=500, n_kl_draws=100, n_eval=None, toy_train_steps=8_000, toy_n_samples=5_000,
               vae_epochs=10, vae_lr=1e-3, flow_epochs=40, flow_batch_size=256, n_ensemble=2, n_structure=1_000,
-              n_sed_fits=3, lr_schedule="cosine", augment=True, encoder_norm="group"),
+              n_sed_fits=3, n_sed_live=400, lr_schedule="cosine", augment=True, encoder_norm="group"),
         Scale(name="paper", n_galaxies=106_800, image_size=128, max_epochs=300, patience=10, lr=5e-5, batch_size=64,
               ode_steps=100, n_draws=1_000, n_kl_draws=1_000, n_eval=None, toy_train_steps=30_000,
               toy_n_samples=10_000, vae_epochs=50, vae_lr=1e-4, flow_epochs=200, flow_batch_size=256, n_ensemble=5,
-              n_structure=4_000, n_sed_fits=5),
+              n_structure=4_000, n_sed_fits=5, n_sed_live=400),
     )
 }
 SCALE_CHOICES: tuple[str, ...] = (*SCALES, "auto")

@@ -22,23 +22,26 @@ from unittest.mock import patch
 import numpy as np
 import pandas as pd
 
-__all__ = ["SED_FIT_SETTINGS", "SEDFit", "fit_photometry", "fit_table", "photometry_mujy"]
+__all__ = ["SEDFit", "fit_photometry", "fit_table", "photometry_mujy", "sed_fit_settings"]
 
 _BANDS = ("u", "g", "r", "i", "z")
 _AB_ZERO_MUJY = 3631e6  # AB zero point in μJy
 #: Error floor added in quadrature to each band (a common allowance for calibration and model error).
 _FLOOR = 0.05
 
-#: The fit's settings, stated in the book beside the timing.
-SED_FIT_SETTINGS: dict[str, object] = {
-    "star formation history": "exponential: age 0.1 Gyr to the age of the universe at z, τ 0.3-10 Gyr, "
-                              "log formed mass 6-13, Z/Z_sun 0.2-2.5",
-    "dust": "Calzetti, A_V 0-3 mag",
-    "nebular": "log U = -3",
-    "redshift": "fixed at the catalog's",
-    "photometry": "ugriz, magnitude errors with a 5 % floor",
-    "sampler": "nautilus, 400 live points, one CPU thread",
-}
+
+
+def sed_fit_settings(n_live: int = 400) -> dict[str, str]:
+    """The fit's settings with ``n_live`` nautilus live points, stated in the book beside the timing."""
+    return {
+        "star formation history": "exponential: age 0.1 Gyr to the age of the universe at z, τ 0.3-10 Gyr, "
+                                  "log formed mass 6-13, Z/Z_sun 0.2-2.5",
+        "dust": "Calzetti, A_V 0-3 mag",
+        "nebular": "log U = -3",
+        "redshift": "fixed at the catalog's",
+        "photometry": "ugriz, magnitude errors with a 5 % floor",
+        "sampler": f"nautilus, {n_live} live points, one CPU thread",
+    }
 
 
 @dataclass(frozen=True)

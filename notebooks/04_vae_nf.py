@@ -449,7 +449,7 @@ import time
 
 from galnb import sedfit
 
-sed = sedfit.fit_table(cat, test[: run.scale.n_sed_fits])
+sed = sedfit.fit_table(cat, test[: run.scale.n_sed_fits], run.scale.n_sed_live)
 start = time.perf_counter()
 latents_test = vaenf.encode_images(vae, store.images[test])
 vaenf.predict(models["image"], vaenf.flow_inputs(cat.iloc[test], latents_test), run.scale.n_draws, seed=run.seed,
@@ -457,7 +457,7 @@ vaenf.predict(models["image"], vaenf.flow_inputs(cat.iloc[test], latents_test), 
 vaenf_seconds = (time.perf_counter() - start) / len(test)
 glue_all("vaenf", n_sed_fits=len(sed), sed_seconds=float(sed.seconds.mean()), vaenf_ms=1e3 * vaenf_seconds,
          speedup=float(sed.seconds.mean() / vaenf_seconds), speedup_min=float(sed.seconds.min() / vaenf_seconds),
-         sed_settings=pd.Series(sedfit.SED_FIT_SETTINGS, name="setting").to_frame(),
+         sed_settings=pd.Series(sedfit.sed_fit_settings(run.scale.n_sed_live), name="setting").to_frame(),
          sed_fits=sed.style.format(precision=2).hide(axis="index"))
 sed
 
@@ -472,7 +472,7 @@ sed
 # ```{glue:figure} vaenf_sed_settings
 # :name: tab-vaenf-sed-settings
 #
-# The SED fit's settings.
+# The SED fit's settings (at the `ci` scale, a smoke test, with fewer live points).
 # ```
 #
 # A fit takes {glue:text}`vaenf_sed_seconds:.0f` s per galaxy on average; the flows take

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["map_chunks", "map_processes"]
+__all__ = ["imap_processes", "map_chunks", "map_processes"]
 
 
-def map_processes(function: Callable, *iterables: Iterable, workers: int | None = None) -> list:
+def imap_processes(function: Callable, *iterables: Iterable, workers: int | None = None,
+                   executor: Executor | None = None) -> Iterator:
+    """:func:`map_processes`, yielding each result, in input order, as soon as it is ready."""
+    calls = list(zip(*iterables))
+    if executor is not None:
+        yield from (executor.map(function, *zip(*calls)) if calls else ())
+        return
+    workers = min(workers or os.cpu_count() or 1, len(calls))
+    if workers <= 1:
+        yield from (function(*args) for args in calls)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(function, *zip(*calls))
+
+
+def map_processes(function: Callable, *iterables: Iterable, workers: int | None = None,
+                  executor: Executor | None = None) -> list:
     """``[function(*args) for args in zip(*iterables)]``, on up to ``workers`` spawned processes.
 
     The results come back in the order of the inputs, so for a function that does not depend
@@ -28,17 +44,15 @@ def map_processes(function: Callable, *iterables: Iterable, workers: int | None 
         function: a module-level function (spawned workers import it by name).
         iterables: its arguments, one iterable per parameter, as for ``map``.
         workers: processes; None takes one per CPU core; 1 (or a single call) runs here.
+        executor: any ``concurrent.futures.Executor`` to run the calls instead (e.g. a
+            ``dask.distributed`` client's ``get_executor()`` for a cluster); ``workers`` is
+            then ignored.
 
     Example:
         >>> map_processes(pow, [2, 3], [3, 2], workers=1)
         [8, 9]
     """
-    calls = list(zip(*iterables))
-    workers = min(workers or os.cpu_count() or 1, len(calls))
-    if workers <= 1:
-        return [function(*args) for args in calls]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(function, *zip(*calls)))
+    return list(imap_processes(function, *iterables, workers=workers, executor=executor))
 
 
 def map_chunks(function: Callable[..., pd.DataFrame], rows: np.ndarray, *args, workers: int | None = None

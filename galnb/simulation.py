@@ -128,6 +128,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import Executor
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -137,6 +138,7 @@ import pandas as pd
 from scipy.special import gammainc
 
 from .io import atomic_write
+from .parallel import imap_processes
 from .properties import BANDS, LINES, MAG_COLUMNS, MAGERR_COLUMNS
 from .survey import (
     BALMER_CASE_B,
@@ -1191,8 +1193,8 @@ def render_images(cat: pd.DataFrame | dict, image_size: int, seed: int, progress
 
 # ---------------------------------------------------------------------------------- the survey
 def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, work_dir: str | Path | None = None,
-                    chunk_size: int = 1000, decouple_inclination: bool = False
-                    ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+                    chunk_size: int = 1000, decouple_inclination: bool = False, workers: int | None = None,
+                    executor: Executor | None = None) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Simulate an SDSS-like star-forming galaxy survey with gri cutouts.
 
     Galaxies are drawn in batches (each batch seeded by ``(seed, batch)``), pushed through the
@@ -1215,6 +1217,11 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
             ratio) of another galaxy of the survey, picked at random, while its colours, dust
             and catalog stay its own. The images then show no inclination that the dust
             followed; everything else in them is unchanged. Give it a ``work_dir`` of its own.
+        workers: processes rendering chunks side by side (None: one per CPU core). The images
+            do not depend on it.
+        executor: any ``concurrent.futures.Executor`` to render the chunks instead (e.g. a
+            ``dask.distributed`` client's ``get_executor()``, for a survey larger than one
+            machine); with a ``work_dir``, the workers must see that folder.
 
     Returns:
         catalog: (n rows) ``CATALOG_COLUMNS``, float64 except ``objid`` (int64) and
@@ -1238,7 +1245,7 @@ def simulate_survey(n: int, image_size: int, seed: int, progress: bool = True, w
     if decouple_inclination:
         other = np.random.default_rng([seed, 11]).permutation(n)
         drawn = {**full, "inclination": full["inclination"][other], "axis_ratio": full["axis_ratio"][other]}
-    images = _render_in_chunks(drawn, image_size, seed, progress, work_dir, chunk_size)
+    images = _render_in_chunks(drawn, image_size, seed, progress, work_dir, chunk_size, workers, executor)
     funnel = pd.DataFrame({"stage": [s for s, _ in FUNNEL_STAGES], "n": counts,
                            "description": [d for _, d in FUNNEL_STAGES]})
     return catalog, images, funnel
@@ -1364,43 +1371,58 @@ def _catalog_frame(full: dict[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _render_in_chunks(full: dict[str, np.ndarray], image_size: int, seed: int, progress: bool,
-                      work_dir: str | Path | None, chunk_size: int) -> np.ndarray:
-    """Render every cutout chunk by chunk, reusing chunks saved in ``work_dir`` by a killed run."""
+                      work_dir: str | Path | None, chunk_size: int, workers: int | None = None,
+                      executor: Executor | None = None) -> np.ndarray:
+    """Render every cutout chunk by chunk on worker processes, reusing chunks saved in ``work_dir`` by a killed run."""
     from tqdm import tqdm
 
     n = len(full["z"])
     starts = range(0, n, chunk_size)
-    bar = tqdm(total=n, disable=not progress, desc="galsim images")
-    if work_dir is None:
-        parts = []
-        for k, a in enumerate(starts):
-            parts.append(render_images({c: v[a:a + chunk_size] for c, v in full.items()}, image_size, seed, chunk=k))
-            bar.update(len(parts[-1]))
-        bar.close()
-        return np.concatenate(parts)
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    for k, a in enumerate(starts):
-        path = work_dir / f"images-{k:05d}.npy"
-        m = min(chunk_size, n - a)
-        if path.exists():
-            try:
-                if np.load(path, mmap_mode="r").shape == (m, image_size, image_size, 3):
-                    bar.update(m)
-                    continue
-            except (ValueError, OSError):
-                pass  # a damaged chunk is rendered again
-        imgs = render_images({c: v[a:a + chunk_size] for c, v in full.items()}, image_size, seed, chunk=k)
-        with atomic_write(path) as fh:
-            np.save(fh, imgs)
-        bar.update(m)
+    paths = [None] * len(starts) if work_dir is None else [Path(work_dir) / f"images-{k:05d}.npy"
+                                                           for k in range(len(starts))]
+    todo = [k for k, a in enumerate(starts) if not _chunk_done(paths[k], (min(chunk_size, n - a), image_size))]
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - starts[k]) for k in todo), disable=not progress,
+               desc="galsim images")
+    parts = {}
+    chunks = [{c: v[starts[k]:starts[k] + chunk_size] for c, v in full.items()} for k in todo]
+    for k, imgs in zip(todo, imap_processes(_render_chunk, chunks, [image_size] * len(todo), [seed] * len(todo),
+                                            todo, [paths[k] for k in todo], workers=workers, executor=executor)):
+        parts[k] = imgs
+        bar.update(min(chunk_size, n - starts[k]))
     bar.close()
+    if work_dir is None:
+        return np.concatenate([parts[k] for k in range(len(starts))])
+    work_dir = Path(work_dir)
     # assembled on disk, chunk by chunk, so memory stays at one chunk for the paper-scale set
     out = np.lib.format.open_memmap(work_dir / "images.npy", mode="w+", dtype=np.uint8,
                                     shape=(n, image_size, image_size, 3))
     for k, a in enumerate(starts):
-        out[a:a + chunk_size] = np.load(work_dir / f"images-{k:05d}.npy", mmap_mode="r")
+        out[a:a + chunk_size] = np.load(paths[k], mmap_mode="r")
     out.flush()
     del out
     return np.load(work_dir / "images.npy", mmap_mode="r")
+
+
+def _chunk_done(path: Path | None, shape: tuple[int, int]) -> bool:
+    """Whether ``path`` holds a whole rendered chunk of ``shape`` = (galaxies, image size)."""
+    if path is None or not path.exists():
+        return False
+    try:
+        m, size = shape
+        return np.load(path, mmap_mode="r").shape == (m, size, size, 3)
+    except (ValueError, OSError):
+        return False  # a damaged chunk is rendered again
+
+
+def _render_chunk(part: dict[str, np.ndarray], image_size: int, seed: int, k: int, path: Path | None
+                  ) -> np.ndarray | None:
+    """Chunk ``k``'s cutouts (its own noise stream); saved atomically to ``path`` (then None is returned) if given."""
+    imgs = render_images(part, image_size, seed, chunk=k)
+    if path is None:
+        return imgs
+    with atomic_write(path) as fh:
+        np.save(fh, imgs)
+    return None
 

@@ -49,8 +49,9 @@ def test_training_killed_mid_epoch_resumes_from_the_last_complete_checkpoint(tin
 def test_data_generation_killed_while_rendering_resumes_and_matches_an_uninterrupted_run(tmp_path):
     args = dict(n=120, image_size=24, seed=4, chunk_size=20)
     work = tmp_path / "partial"
+    # one process, so that the kill stops all rendering (spawned workers would finish their chunk)
     script = (f"from galnb.simulation import simulate_survey; "
-              f"simulate_survey(**{args!r}, progress=False, work_dir={str(work)!r})")
+              f"simulate_survey(**{args!r}, progress=False, work_dir={str(work)!r}, workers=1)")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     deadline = time.time() + 180
     while time.time() < deadline and len(list(work.glob("images-*.npy"))) < 2:

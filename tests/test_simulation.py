@@ -317,6 +317,20 @@ def test_simulate_catalog_refuses_an_unknown_selection():
         sim.simulate_catalog(3, seed=1, selection=sim.Selection(z_min=0.2, z_max=0.1))
 
 
+def test_images_do_not_depend_on_how_many_processes_render_them(tmp_path):
+    # Each chunk has its own noise stream, so one process, two, or any executor give the same cutouts.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    args = dict(n=60, image_size=16, seed=2, progress=False, chunk_size=20)
+    _, one, _ = sim.simulate_survey(**args, workers=1)
+    _, two, _ = sim.simulate_survey(**args, workers=2)
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        _, pooled, _ = sim.simulate_survey(**args, executor=pool, work_dir=tmp_path)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, pooled)
+
+
 def test_disk_size_gives_the_galaxy_its_half_light_radius():
     # The disk radius solved for is the one that makes bulge + disk have the drawn radius.
     rng = np.random.default_rng(0)

@@ -84,7 +84,7 @@ SCALES: dict[str, Scale] = {
     for s in (
         Scale(name="ci", n_galaxies=2_000, image_size=32, max_epochs=8, patience=3, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=200, n_kl_draws=50, n_eval=None, toy_train_steps=1_500, toy_n_samples=2_000,
-              vae_epochs=4, vae_lr=1e-3, flow_epochs=20, flow_batch_size=256, n_ensemble=2, n_structure=120,
+              vae_epochs=4, vae_lr=1e-3, flow_epochs=10, flow_batch_size=256, n_ensemble=2, n_structure=120,
               n_sed_fits=1, n_sed_live=100, lr_schedule="cosine", augment=True, encoder_norm="group"),
         Scale(name="small", n_galaxies=12_000, image_size=48, max_epochs=40, patience=10, lr=1e-3, batch_size=64,
               ode_steps=20, n_draws=500, n_kl_draws=100, n_eval=None, toy_train_steps=8_000, toy_n_samples=5_000,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .runs import SCALE_CHOICES, manifest_key, project_root, resolve_scale, run_folder
+from .runs import RUN_DIR_ENV, SCALE_CHOICES, SCALE_ENV, manifest_key, project_root, resolve_scale, run_folder
 
 __all__ = ["CHAPTERS", "BENCHMARKS", "Execution", "executions", "sync_notebooks", "build_book"]
 
@@ -133,7 +133,11 @@ def build_book(
     Returns:
         the folder holding ``index.html``.
     """
-    resolved = resolve_scale(scale)  # fail on a bad scale before any work
+    resolved = resolve_scale(scale)  # fail on a bad scale or notebook name before any work
+    notebooks = list(dict.fromkeys(ex.notebook for ex in executions(data)))
+    unknown = [name for name in only or () if name not in notebooks]
+    if unknown:
+        raise ValueError(f"only = {unknown} names no notebook of the book; choose among {notebooks}")
     root = project_root()
     out = (root / out).resolve() if not Path(out).is_absolute() else Path(out)
     staged_nb = out / "notebooks"
@@ -334,13 +338,16 @@ def _main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m galnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    book = sub.add_parser("book", help="execute every chapter and build the book")
-    book.add_argument("--scale", default="ci", choices=SCALE_CHOICES)
+    book = sub.add_parser("book", help="execute every chapter and build the book",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                          epilog=f"${SCALE_ENV} and ${RUN_DIR_ENV}, where set, take the place of --scale and "
+                                 f"--run-dir in every chapter.")
+    book.add_argument("--scale", default="ci", choices=SCALE_CHOICES, help="size of the run (galnb/runs.py)")
     book.add_argument("--data", default="mock", help="'mock', 'sdss' or a folder in the common format")
-    book.add_argument("--seed", type=int, default=0)
-    book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    book.add_argument("--run-dir", default="runs")
-    book.add_argument("--out", default="_build/book")
+    book.add_argument("--seed", type=int, default=0, help="seeds the data, the training and the metrics")
+    book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if torch sees it")
+    book.add_argument("--run-dir", default="runs", help="where the chapters keep stores, models and posteriors")
+    book.add_argument("--out", default="_build/book", help="staging folder; the HTML lands in OUT/_build/html")
     book.add_argument("--only", nargs="*",
                       help="execute only these notebooks (e.g. 01_data 02_cfm_theory), do not render")
     book.add_argument("--render-only", action="store_true", help="render the notebooks already executed into --out")
@@ -350,5 +357,8 @@ def _main(argv: list[str] | None = None) -> int:
         for path in sync_notebooks():
             print(f"wrote {path}")
         return 0
-    build_book(args.scale, args.data, args.seed, args.device, args.run_dir, args.out, args.only, args.render_only)
+    try:
+        build_book(args.scale, args.data, args.seed, args.device, args.run_dir, args.out, args.only, args.render_only)
+    except ValueError as err:  # a bad option, found before any work
+        parser.error(str(err))
     return 0

@@ -71,3 +71,15 @@ def test_bad_parameter_fails_within_seconds_naming_valid_values(tmp_path, params
     assert re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-2000:]
     assert seconds < 60, f"took {seconds:.0f} s to refuse a bad parameter"
     assert not (tmp_path / "ci-mock-seed0" / "data").exists(), "no heavy work before validation"
+
+
+def test_book_command_refuses_an_unknown_notebook_and_shows_its_defaults(tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "keep.txt").write_text("a reader's file")
+    cmd = [sys.executable, "-m", "galnb", "book", "--out", str(out)]
+    typo = subprocess.run([*cmd, "--only", "03_trian"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "only = ['03_trian'] names no notebook" in typo.stderr
+    assert "03_train" in typo.stderr and (out / "keep.txt").exists(), "nothing on disk touched"
+    helped = subprocess.run([*cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "(default: ci)" in helped.stdout and "GALNB_SCALE" in helped.stdout and "GALNB_RUN_DIR" in helped.stdout

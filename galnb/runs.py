@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -280,9 +281,10 @@ class Run:
         return load_trained(checkpoint.parent, store if store is not None else self.store(), self.device)
 
     def papermill_command(self, notebook: str, **extra: object) -> str:
-        """The command that reproduces ``notebook`` with this run's parameters."""
-        params = {"scale": self.scale.name, "data": self.data, "seed": self.seed, **extra}
-        flags = " ".join(f"-p {k} {v}" for k, v in params.items())
+        """The command that reproduces ``notebook`` with this run's parameters, its run directory and device."""
+        params = {"scale": self.scale.name, "data": self.data, "seed": self.seed, "device": self.device,
+                  "run_dir": self.dir.parent, **extra}
+        flags = " ".join(f"-p {k} {shlex.quote(str(v))}" for k, v in params.items())
         return f"papermill notebooks/{notebook}.ipynb /tmp/{notebook}.out.ipynb {flags}"
 
     def require(self, path: Path, notebook: str, **extra: object) -> Path:

@@ -72,11 +72,15 @@ def test_run_directory_is_keyed_by_scale_data_and_seed(tmp_path, monkeypatch):
 
 
 def test_missing_artifact_names_the_chapter_and_command(tmp_path, monkeypatch):
+    # the command carries the reader's run directory and device, so that it makes the missing file there
     monkeypatch.delenv("GALNB_SCALE", raising=False)
-    run = runs.start_chapter("05", scale="ci", data="mock", seed=0, device="cpu", run_dir=str(tmp_path), show=False)
+    monkeypatch.delenv("GALNB_RUN_DIR", raising=False)
+    run_dir = tmp_path / "my runs"
+    run = runs.start_chapter("05", scale="ci", data="mock", seed=0, device="cpu", run_dir=str(run_dir), show=False)
     with pytest.raises(runs.MissingArtifact,
-                       match=r"(?s)chapter 03_train.*papermill notebooks/03_train.ipynb .*-p model phot"):
+                       match=r"(?s)chapter 03_train.*papermill notebooks/03_train.ipynb .*-p model phot") as err:
         run.require(run.model_dir("phot") / "best.pt", "03_train", model="phot")
+    assert "-p device cpu" in str(err.value) and f"-p run_dir '{run_dir}'" in str(err.value)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -111,6 +111,16 @@ def _run(cmd: list[str], **kwargs) -> None:
     subprocess.run(cmd, check=True, **kwargs)
 
 
+def _jupyter_book() -> str:
+    """The jupyter-book command: beside this Python (a venv's bin/), else the first on PATH."""
+    beside = Path(sys.executable).parent / "jupyter-book"
+    found = str(beside) if beside.exists() else shutil.which("jupyter-book")
+    if found is None:
+        raise FileNotFoundError("jupyter-book is not installed beside this Python nor on PATH; "
+                                "pip install -e '.[book]' installs it")
+    return found
+
+
 def build_book(
     scale: str = "ci",
     data: str = "mock",
@@ -174,7 +184,7 @@ def build_book(
     _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", staged_nb, data)
     _write_results_page(out / "book" / "results.md", staged_nb, data)
     _write_benchmarks_page(out / "book" / "benchmarks.md", root / "benchmarks" / "results")
-    _run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(out), "-W", "--keep-going"])
+    _run([_jupyter_book(), "build", str(out), "-W", "--keep-going"])
     html = out / "_build" / "html"
     print(f"book: {html / 'index.html'}")
     return html

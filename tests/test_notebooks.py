@@ -83,3 +83,21 @@ def test_book_command_refuses_an_unknown_notebook_and_shows_its_defaults(tmp_pat
     assert "03_train" in typo.stderr and (out / "keep.txt").exists(), "nothing on disk touched"
     helped = subprocess.run([*cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "(default: ci)" in helped.stdout and "GALNB_SCALE" in helped.stdout and "GALNB_RUN_DIR" in helped.stdout
+
+
+def test_renderer_is_found_beside_python_or_on_path(tmp_path, monkeypatch):
+    from galnb import book
+
+    bare = tmp_path / "bare" / "python"  # a Python with no jupyter-book beside it
+    bare.parent.mkdir()
+    monkeypatch.setattr(sys, "executable", str(bare))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    fake = tools / "jupyter-book"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    assert book._jupyter_book() == str(fake)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="jupyter-book is not installed"):
+        book._jupyter_book()

@@ -242,6 +242,7 @@ class Run:
     dir: Path
     params: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    auto_scale: bool = False  # the scale was chosen by scale="auto" (the card says so)
     _card_handle: object = field(default=None, repr=False)
 
     @property
@@ -300,7 +301,10 @@ class Run:
         versions = package_versions()
         return {
             "chapter": self.chapter,
-            "scale": self.scale.name,
+            "scale": self.scale.name + (f" (chosen by scale='auto' because torch sees "
+                                        f"{'a' if self.scale.name == 'paper' else 'no'} CUDA GPU: "
+                                        f"{self.scale.n_galaxies:,} galaxies; pass -p scale ci, small or paper "
+                                        f"to choose)" if self.auto_scale else ""),
             "data": self.data,
             "device": self.device + (f" ({_gpu_name()})" if self.device == "cuda" else ""),
             "seed": str(self.seed),
@@ -410,7 +414,8 @@ def start_chapter(
     np.set_printoptions(legacy="1.25")  # glued numpy scalars print as 0.18, not np.float64(0.18)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra))
+    run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra),
+              auto_scale=(os.environ.get(SCALE_ENV) or scale) == "auto")
     _figures_only_when_shown()
     if show:
         run._card_handle = _display_card(run.card())

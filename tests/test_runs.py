@@ -113,3 +113,14 @@ def test_finish_writes_a_manifest_entry_with_parameters_and_artifact_hashes(tmp_
 def test_project_root_is_found_from_the_notebooks_folder():
     root = Path(__file__).resolve().parents[1]
     assert runs.project_root(root / "notebooks") == root
+
+
+def test_run_card_says_when_auto_chose_the_scale(tmp_path, monkeypatch):
+    monkeypatch.delenv("GALNB_SCALE", raising=False)
+    monkeypatch.delenv("GALNB_RUN_DIR", raising=False)
+    monkeypatch.setattr(runs, "_cuda_available", lambda: True)
+    run = runs.start_chapter("t", scale="auto", data="mock", seed=0, device="cpu", run_dir=str(tmp_path), show=False)
+    assert run.scale.name == "paper" and "chosen by scale='auto'" in run.card()["scale"]
+    assert "106,800" in run.card()["scale"]
+    chosen = runs.start_chapter("t", scale="ci", data="mock", seed=0, device="cpu", run_dir=str(tmp_path), show=False)
+    assert chosen.card()["scale"] == "ci"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -122,11 +123,11 @@ def _jupyter_book() -> str:
 
 
 def build_book(
-    scale: str = "ci",
+    scale: str | None = None,
     data: str = "mock",
     seed: int = 0,
     device: str = "auto",
-    run_dir: str = "runs",
+    run_dir: str | None = None,
     out: str | Path = "_build/book",
     only: list[str] | None = None,
     render_only: bool = False,
@@ -138,11 +139,15 @@ def build_book(
     warnings are errors, and a failing cell stops the build (papermill raises).
 
     Arguments:
+        scale: None takes ``$GALNB_SCALE``, else ``"ci"``.
+        run_dir: None takes ``$GALNB_RUN_DIR``, else ``"runs"``; every chapter is given it.
         only: execute just these notebooks and do not render (for authors).
         render_only: render the notebooks already executed into ``out`` (for authors).
     Returns:
         the folder holding ``index.html``.
     """
+    scale = scale if scale is not None else os.environ.get(SCALE_ENV) or "ci"
+    run_dir = run_dir if run_dir is not None else os.environ.get(RUN_DIR_ENV) or "runs"
     resolved = resolve_scale(scale)  # fail on a bad scale or notebook name before any work
     notebooks = list(dict.fromkeys(ex.notebook for ex in executions(data)))
     unknown = [name for name in only or () if name not in notebooks]
@@ -349,15 +354,17 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m galnb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     book = sub.add_parser("book", help="execute every chapter and build the book",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                          epilog=f"${SCALE_ENV} and ${RUN_DIR_ENV}, where set, take the place of --scale and "
-                                 f"--run-dir in every chapter.")
-    book.add_argument("--scale", default="ci", choices=SCALE_CHOICES, help="size of the run (galnb/runs.py)")
-    book.add_argument("--data", default="mock", help="'mock', 'sdss' or a folder in the common format")
-    book.add_argument("--seed", type=int, default=0, help="seeds the data, the training and the metrics")
-    book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda if torch sees it")
-    book.add_argument("--run-dir", default="runs", help="where the chapters keep stores, models and posteriors")
-    book.add_argument("--out", default="_build/book", help="staging folder; the HTML lands in OUT/_build/html")
+                          epilog="An option given beats its environment variable, which beats the default.")
+    book.add_argument("--scale", choices=SCALE_CHOICES,
+                      help=f"size of the run (galnb/runs.py); default: ${SCALE_ENV}, else ci")
+    book.add_argument("--data", default="mock", help="'mock', 'sdss' or a folder in the common format (default: mock)")
+    book.add_argument("--seed", type=int, default=0, help="seeds the data, the training and the metrics (default: 0)")
+    book.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                      help="auto: cuda if torch sees it (default: auto)")
+    book.add_argument("--run-dir", help=f"where the chapters keep stores, models and posteriors; default: "
+                                        f"${RUN_DIR_ENV}, else runs")
+    book.add_argument("--out", default="_build/book",
+                      help="staging folder; the HTML lands in OUT/_build/html (default: _build/book)")
     book.add_argument("--only", nargs="*",
                       help="execute only these notebooks (e.g. 01_data 02_cfm_theory), do not render")
     book.add_argument("--render-only", action="store_true", help="render the notebooks already executed into --out")

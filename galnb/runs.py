@@ -114,15 +114,27 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_scale(scale: str) -> Scale:
-    """The Scale for a notebook's ``scale`` parameter.
+def requested_scale(scale: str | None) -> tuple[str, str]:
+    """The scale asked for and who asked: an explicit ``scale`` wins, then ``$GALNB_SCALE``,
+    then ``"auto"`` (the notebooks' default, ``scale = None``).
 
-    ``$GALNB_SCALE`` overrides the parameter; ``"auto"`` means ``paper`` when CUDA is
-    available and ``ci`` otherwise.
+    Returns:
+        (value, source): source names the parameter or the variable, for error messages.
     """
-    value = os.environ.get(SCALE_ENV) or scale
+    if scale is not None:
+        return scale, "scale"
+    if os.environ.get(SCALE_ENV):
+        return os.environ[SCALE_ENV], f"${SCALE_ENV}"
+    return "auto", "scale"
+
+
+def resolve_scale(scale: str | None) -> Scale:
+    """The Scale for a notebook's ``scale`` parameter (see :func:`requested_scale`).
+
+    ``"auto"`` means ``paper`` when CUDA is available and ``ci`` otherwise.
+    """
+    value, source = requested_scale(scale)
     if value not in SCALE_CHOICES:
-        source = f"${SCALE_ENV}" if os.environ.get(SCALE_ENV) else "scale"
         raise _choice_error(source, value, SCALE_CHOICES)
     if value == "auto":
         value = "paper" if _cuda_available() else "ci"
@@ -173,10 +185,10 @@ def manifest_key(chapter: str, params: dict) -> str:
     return chapter + (f"-{params['model']}" if "model" in params else "")
 
 
-def run_folder(run_dir: str | Path, scale: str, data: str, seed: int) -> Path:
-    """``<run_dir>/<scale>-<data>-seed<seed>``; ``$GALNB_RUN_DIR`` overrides ``run_dir``, and a
-    relative ``run_dir`` is taken from the repository root."""
-    root = Path(os.environ.get(RUN_DIR_ENV) or run_dir).expanduser()
+def run_folder(run_dir: str | Path | None, scale: str, data: str, seed: int) -> Path:
+    """``<run_dir>/<scale>-<data>-seed<seed>``; ``run_dir`` None (the notebooks' default) takes
+    ``$GALNB_RUN_DIR``, else ``runs``; a relative one is taken from the repository root."""
+    root = Path(run_dir if run_dir is not None else os.environ.get(RUN_DIR_ENV) or "runs").expanduser()
     if not root.is_absolute():
         root = project_root() / root
     return root / f"{scale}-{_data_key(data)}-seed{seed}"
@@ -385,16 +397,18 @@ def start_chapter(
     """Validate a notebook's parameters, set seeds, show the run card.
 
     Every check here is cheap, so a bad parameter fails within seconds, before any
-    heavy work. ``$GALNB_RUN_DIR`` overrides ``run_dir``.
+    heavy work. An explicit parameter wins over the environment: ``scale`` and ``run_dir``
+    None (the notebooks' defaults) take ``$GALNB_SCALE`` and ``$GALNB_RUN_DIR``, else ``"auto"``
+    and ``"runs"``.
 
     Arguments:
         chapter: the notebook's name, e.g. ``"03_train"``.
-        scale: ``"ci" | "small" | "paper" | "auto"``.
+        scale: ``"ci" | "small" | "paper" | "auto"`` or None.
         data: ``"mock" | "sdss"`` or a folder in the common data format.
         seed: integer seed for data splits, initialisation and sampling.
         device: ``"auto" | "cpu" | "cuda"``.
         run_dir: root of the run directories (relative paths are taken from the
-            repository root).
+            repository root), or None.
         extra: chapter-specific parameters, recorded in the manifest.
     Returns:
         the Run, whose ``dir`` is ``run_dir/<scale>-<data>-seed<seed>``.
@@ -415,7 +429,7 @@ def start_chapter(
     np.random.seed(seed)
     torch.manual_seed(seed)
     run = Run(chapter, resolved_scale, data, seed, resolved_device, folder, dict(extra),
-              auto_scale=(os.environ.get(SCALE_ENV) or scale) == "auto")
+              auto_scale=requested_scale(scale)[0] == "auto")
     _figures_only_when_shown()
     if show:
         run._card_handle = _display_card(run.card())

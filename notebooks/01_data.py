@@ -24,11 +24,11 @@
 # :::
 
 # %% tags=["parameters"]
-scale = "auto"
+scale = None  # None: $GALNB_SCALE, else "auto" (paper where torch sees a CUDA GPU, else ci)
 data = "mock"
 seed = 0
 device = "auto"
-run_dir = "runs"
+run_dir = None  # None: $GALNB_RUN_DIR, else "runs" (from the repository root)
 real_sdss = ""  # folder of the real SDSS pieces; empty: $GALNB_REAL_SDSS, else skip that section
 
 # %%
@@ -241,12 +241,10 @@ lines
 # against $\log b/a$ in each mass bin, with a bootstrap standard error.
 
 # %%
-from pathlib import Path
-
 from IPython.display import Markdown
 
 real_folder = validation.real_sdss_dir(real_sdss)
-nair_abraham = validation.load_nair_abraham(real_sdss, cache_dir=Path(run_dir) / "real-sdss", timeout=30)
+nair_abraham = validation.load_nair_abraham(real_sdss, cache_dir=run.dir.parent / "real-sdss", timeout=30)
 if nair_abraham.data is None:
     structure = validation.StructureComparison(pd.DataFrame(), {}, {}, {}, nair_abraham.note)
 else:

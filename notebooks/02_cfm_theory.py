@@ -9,11 +9,11 @@
 # evaluation chapters build on the model defined here.
 
 # %% tags=["parameters"]
-scale = "auto"
+scale = None  # None: $GALNB_SCALE, else "auto" (paper where torch sees a CUDA GPU, else ci)
 data = "mock"
 seed = 0
 device = "auto"
-run_dir = "runs"
+run_dir = None  # None: $GALNB_RUN_DIR, else "runs" (from the repository root)
 
 # %%
 from galnb.runs import start_chapter

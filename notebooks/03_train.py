@@ -20,11 +20,11 @@
 # {doc}`05_evaluation` and {doc}`06_degeneracy` find it.
 
 # %% tags=["parameters"]
-scale = "auto"
+scale = None  # None: $GALNB_SCALE, else "auto" (paper where torch sees a CUDA GPU, else ci)
 data = "mock"
 seed = 0
 device = "auto"
-run_dir = "runs"
+run_dir = None  # None: $GALNB_RUN_DIR, else "runs" (from the repository root)
 model = "image"
 lr = None  # None: the scale's default (the paper's 5e-5 at paper scale)
 batch_size = 64

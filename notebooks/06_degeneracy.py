@@ -10,11 +10,11 @@
 # and uses the test posteriors that {doc}`05_evaluation` cached (it computes them if absent).
 
 # %% tags=["parameters"]
-scale = "auto"
+scale = None  # None: $GALNB_SCALE, else "auto" (paper where torch sees a CUDA GPU, else ci)
 data = "mock"
 seed = 0
 device = "auto"
-run_dir = "runs"
+run_dir = None  # None: $GALNB_RUN_DIR, else "runs" (from the repository root)
 galaxy = -1  # a test-set position to show on its own; -1 shows only the rule-based pair
 
 # %%

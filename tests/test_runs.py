@@ -16,12 +16,22 @@ def test_auto_scale_is_ci_without_cuda(monkeypatch):
     assert runs.resolve_scale("auto").name == "paper"
 
 
-def test_environment_variable_overrides_scale(monkeypatch):
+def test_explicit_parameter_beats_environment_which_beats_default(monkeypatch, tmp_path):
+    monkeypatch.setattr(runs, "_cuda_available", lambda: False)
     monkeypatch.setenv("GALNB_SCALE", "small")
-    assert runs.resolve_scale("ci").name == "small"
+    assert runs.resolve_scale("ci").name == "ci"
+    assert runs.resolve_scale(None).name == "small"
     monkeypatch.setenv("GALNB_SCALE", "huge")
     with pytest.raises(ValueError, match=r"\$GALNB_SCALE='huge'.*'ci', 'small', 'paper', 'auto'"):
-        runs.resolve_scale("ci")
+        runs.resolve_scale(None)
+    assert runs.resolve_scale("paper").name == "paper"
+    monkeypatch.delenv("GALNB_SCALE")
+    assert runs.resolve_scale(None).name == "ci"  # "auto" without CUDA
+    monkeypatch.setenv("GALNB_RUN_DIR", str(tmp_path / "from-env"))
+    assert runs.run_folder(None, "ci", "mock", 0) == tmp_path / "from-env" / "ci-mock-seed0"
+    assert runs.run_folder(tmp_path / "given", "ci", "mock", 0) == tmp_path / "given" / "ci-mock-seed0"
+    monkeypatch.delenv("GALNB_RUN_DIR")
+    assert runs.run_folder(None, "ci", "mock", 0) == runs.project_root() / "runs" / "ci-mock-seed0"
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,19 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from .runs import RUN_DIR_ENV, SCALE_CHOICES, SCALE_ENV, manifest_key, project_root, resolve_scale, run_folder
+from .runs import (
+    RUN_DIR_ENV,
+    SCALE_CHOICES,
+    SCALE_ENV,
+    git_commit,
+    manifest_key,
+    project_root,
+    resolve_scale,
+    run_folder,
+)
 
 __all__ = ["CHAPTERS", "BENCHMARKS", "Execution", "executions", "sync_notebooks", "build_book"]
 
@@ -112,6 +122,18 @@ def _run(cmd: list[str], **kwargs) -> None:
     subprocess.run(cmd, check=True, **kwargs)
 
 
+def _stage_config(source: Path, target: Path) -> None:
+    """The book's ``_config.yml`` with a footer naming the galnb version, the commit and the licences."""
+    import yaml
+
+    config = yaml.safe_load(source.read_text())
+    config.setdefault("html", {})["extra_footer"] = (
+        f"<p>galnb {metadata.version('galnb')}, commit {git_commit()}. Code: MIT licence; prose and figures: "
+        f"<a href='https://creativecommons.org/licenses/by/4.0/'>CC BY 4.0</a> (LICENSE, LICENSE-CONTENT.md); "
+        f"cite with CITATION.cff.</p>")
+    target.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+
 def _jupyter_book() -> str:
     """The jupyter-book command: beside this Python (a venv's bin/), else the first on PATH."""
     beside = Path(sys.executable).parent / "jupyter-book"
@@ -162,7 +184,7 @@ def build_book(
     for stale in (out / "book", out / "galnb", out / "_build", *([] if render_only or only else [staged_nb])):
         shutil.rmtree(stale, ignore_errors=True)
     staged_nb.mkdir(parents=True, exist_ok=True)
-    shutil.copy(root / "_config.yml", out / "_config.yml")
+    _stage_config(root / "_config.yml", out / "_config.yml")
     _stage_toc(root / "_toc.yml", out / "_toc.yml", [ex.page for ex in executions(data)])
     shutil.copytree(root / "book", out / "book")
     # the package beside the pages, so that chapter 02's literalinclude shows the code that ran

@@ -3,6 +3,7 @@ verbatim, and the rendered pages load in headless Chromium with every figure dra
 
 import json
 import shutil
+from importlib import metadata
 from pathlib import Path
 
 import nbformat
@@ -84,6 +85,9 @@ def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, brow
     assert stderr == 0, f"{page}: {stderr} error/stderr output blocks"
     if page.startswith("notebooks/") or page == "book/results":
         assert sizes, f"{page}: no figures at all"
+    footer = browser.execute_script("return document.body.innerText")
+    version = metadata.version("galnb")
+    assert f"galnb {version}, commit" in footer and "CC BY 4.0" in footer, f"{page}: no version and licence footer"
     shot = built_book["site"] / "screenshots" / (page.replace("/", "_") + ".png")
     shot.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(shot))

@@ -53,3 +53,14 @@ def test_installed_torch_is_the_pinned_cpu_build():
 def test_jupyter_book_stays_on_1x():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "jupyter-book>=1.0.4.post1,<2" in project["optional-dependencies"]["book"]
+
+
+def test_licences_and_citation_agree_with_the_package():
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "MIT License" in (ROOT / "LICENSE").read_text() and project["license"]["text"] == "MIT"
+    assert "CC BY 4.0" in (ROOT / "LICENSE-CONTENT.md").read_text()
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == project["version"] and citation["license"] == "MIT"
+    assert len(citation["references"]) == 2, "the two papers the book accompanies"

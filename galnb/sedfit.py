@@ -96,9 +96,11 @@ def fit_photometry(row: pd.Series, n_live: int = 400) -> SEDFit:
         the wall time of the fit (the sampling alone) and the posterior medians of log M* and
         log SFR.
     """
-    import bagpipes
-    from bagpipes.utils import cosmo
     from threadpoolctl import threadpool_limits
+
+    with contextlib.redirect_stdout(io.StringIO()):  # bagpipes prints its start-up notes on import
+        import bagpipes
+        from bagpipes.utils import cosmo
 
     workdir = Path(tempfile.mkdtemp(prefix="galnb-sedfit-"))
     filters = _filter_files(workdir / "filters")

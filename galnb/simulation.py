@@ -126,7 +126,9 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from concurrent.futures import Executor
 from functools import lru_cache
@@ -292,9 +294,10 @@ class SpectralLibrary:
 
 
 def _build_library() -> dict[str, np.ndarray]:
-    from bagpipes import config
-    from bagpipes.models.nebular_model import nebular
-    from bagpipes.models.stellar_model import stellar
+    with contextlib.redirect_stdout(io.StringIO()):  # bagpipes prints its start-up notes on import
+        from bagpipes import config
+        from bagpipes.models.nebular_model import nebular
+        from bagpipes.models.stellar_model import stellar
 
     fine = np.arange(_WAVE_LO + 0.5, _WAVE_HI, 1.0)
     per = int(_DWAVE)

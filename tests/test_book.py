@@ -80,6 +80,7 @@ def test_page_loads_with_every_figure_drawn_and_no_error_output(built_book, brow
     assert not broken, f"{page}: images with no size: {broken[:5]}"
     text = browser.execute_script("return document.querySelector('main').innerText")
     assert "Traceback" not in text, f"{page}: shows a traceback"
+    assert "Bagpipes:" not in text, f"{page}: shows bagpipes' start-up notes"
     stderr = browser.execute_script(
         "return document.querySelectorAll('.output.stderr, .output.error, .output.traceback').length")
     assert stderr == 0, f"{page}: {stderr} error/stderr output blocks"

@@ -24,6 +24,7 @@ __all__ = [
     "MODELS",
     "Run",
     "start_chapter",
+    "requested_scale",
     "resolve_scale",
     "resolve_device",
     "project_root",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from .runs import (
     git_commit,
     manifest_key,
     project_root,
+    requested_scale,
     resolve_scale,
     run_folder,
 )
@@ -168,9 +168,9 @@ def build_book(
     Returns:
         the folder holding ``index.html``.
     """
-    scale = scale if scale is not None else os.environ.get(SCALE_ENV) or "ci"
-    run_dir = run_dir if run_dir is not None else os.environ.get(RUN_DIR_ENV) or "runs"
+    scale = requested_scale(scale, default="ci")[0]
     resolved = resolve_scale(scale)  # fail on a bad scale or notebook name before any work
+    folder = run_folder(run_dir, resolved.name, data, seed)  # run_dir None: $GALNB_RUN_DIR, else runs
     notebooks = list(dict.fromkeys(ex.notebook for ex in executions(data)))
     unknown = [name for name in only or () if name not in notebooks]
     if unknown:
@@ -189,7 +189,7 @@ def build_book(
     shutil.copytree(root / "book", out / "book")
     # the package beside the pages, so that chapter 02's literalinclude shows the code that ran
     shutil.copytree(root / "galnb", out / "galnb", ignore=shutil.ignore_patterns("__pycache__"))
-    common = {"scale": scale, "data": data, "seed": seed, "device": device, "run_dir": str((root / run_dir).resolve())}
+    common = {"scale": scale, "data": data, "seed": seed, "device": device, "run_dir": str(folder.parent.resolve())}
     timings: dict[str, float] = {}
     for ex in [] if render_only else executions(data):
         if only and ex.notebook not in only:
@@ -207,7 +207,6 @@ def build_book(
     if only:
         print("--only given: chapters executed, book not rendered (it needs every chapter)")
         return staged_nb
-    folder = run_folder(run_dir, resolved.name, data, seed)
     _write_execution_page(out / "book" / "execution.md", folder / "manifest.json", staged_nb, data)
     _write_results_page(out / "book" / "results.md", staged_nb, data)
     _write_benchmarks_page(out / "book" / "benchmarks.md", root / "benchmarks" / "results")

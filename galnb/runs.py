@@ -115,9 +115,9 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def requested_scale(scale: str | None) -> tuple[str, str]:
+def requested_scale(scale: str | None, default: str = "auto") -> tuple[str, str]:
     """The scale asked for and who asked: an explicit ``scale`` wins, then ``$GALNB_SCALE``,
-    then ``"auto"`` (the notebooks' default, ``scale = None``).
+    then ``default`` (the notebooks' ``"auto"``; ``python -m galnb book`` takes ``"ci"``).
 
     Returns:
         (value, source): source names the parameter or the variable, for error messages.
@@ -126,7 +126,7 @@ def requested_scale(scale: str | None) -> tuple[str, str]:
         return scale, "scale"
     if os.environ.get(SCALE_ENV):
         return os.environ[SCALE_ENV], f"${SCALE_ENV}"
-    return "auto", "scale"
+    return default, "scale"
 
 
 def resolve_scale(scale: str | None) -> Scale:

@@ -1383,17 +1383,17 @@ def _render_in_chunks(full: dict[str, np.ndarray], image_size: int, seed: int, p
     starts = range(0, n, chunk_size)
     paths = [None] * len(starts) if work_dir is None else [Path(work_dir) / f"images-{k:05d}.npy"
                                                            for k in range(len(starts))]
-    todo = [k for k, a in enumerate(starts) if not _chunk_done(paths[k], (min(chunk_size, n - a), image_size))]
+    sizes = [min(chunk_size, n - a) for a in starts]
+    todo = [k for k in range(len(starts)) if not _chunk_done(paths[k], (sizes[k], image_size))]
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=n, initial=n - sum(min(chunk_size, n - starts[k]) for k in todo), disable=not progress,
-               desc="galsim images")
+    bar = tqdm(total=n, initial=n - sum(sizes[k] for k in todo), disable=not progress, desc="galsim images")
     parts = {}
     chunks = [{c: v[starts[k]:starts[k] + chunk_size] for c, v in full.items()} for k in todo]
     for k, imgs in zip(todo, imap_processes(_render_chunk, chunks, [image_size] * len(todo), [seed] * len(todo),
                                             todo, [paths[k] for k in todo], workers=workers, executor=executor)):
         parts[k] = imgs
-        bar.update(min(chunk_size, n - starts[k]))
+        bar.update(sizes[k])
     bar.close()
     if work_dir is None:
         return np.concatenate([parts[k] for k in range(len(starts))])
